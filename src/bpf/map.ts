@@ -127,9 +127,10 @@ abstract class MapBase<K, V> {
     throw new BpfSyscallError(`${op} in map ${this.info.name}`, errno());
   }
 
-  private call(cmd: number, flags: number): number {
+  /** `size` 16 passes only fd and key: the kernel rejects non-zero fields a command does not use. */
+  private call(cmd: number, flags: number, size = 32): number {
     this.attr.writeUInt32LE(flags, 24);
-    return bpfAt(cmd, this.attrAddr, 32);
+    return bpfAt(cmd, this.attrAddr, size);
   }
 
   /** The value stored under `key`, or undefined when there is none. */
@@ -152,7 +153,7 @@ abstract class MapBase<K, V> {
   /** Removes `key`; returns false when it was not there. */
   delete(key: K): boolean {
     this.keyCodec.encode(key, this.keyBuf, 0);
-    if (this.call(Cmd.MapDeleteElem, 0) < 0) {
+    if (this.call(Cmd.MapDeleteElem, 0, 16) < 0) {
       if (errno() === ENOENT) return false;
       this.fail('delete');
     }

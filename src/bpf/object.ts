@@ -230,6 +230,8 @@ export class Collection {
         const maps = [...mapsOf(obj)];
         const progs = [...programsOf(obj)];
         configureMaxEntries(maps, options.maxEntries ?? {});
+        // libbpf frees inner-map templates during load: describe the maps now.
+        const mapSpecs = maps.map(mapSpecOf);
         setConstants(maps, spec.constants, options.constants ?? {});
         const pinPlan = planPins(maps, options);
         for (const { map, path: pinPath } of pinPlan) {
@@ -262,8 +264,8 @@ export class Collection {
         if (r < 0) throw loadError(path, -r, logs, libbpfLogSince(mark));
 
         const loadedMaps = new Map<string, LoadedMap>();
-        for (const m of maps) {
-          const mapSpec = mapSpecOf(m);
+        for (const [i, m] of maps.entries()) {
+          const mapSpec = mapSpecs[i] as MapSpec;
           const fd = dupFd(libbpfCalls.mapFd(m) as number, `map ${mapSpec.name}`);
           loadedMaps.set(mapSpec.name, { spec: mapSpec, fd });
         }
