@@ -5,6 +5,9 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "test_event.h"
+#include "btf_export.h"
+
+BTF_EXPORT(struct test_event, test_event);
 
 /* Written into every record's tag field. */
 const volatile __u8 tag = 0;

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
+/* global process, console */
 // Runs the compiled tests: `node --test --test-concurrency=1` over the test files
 // in dist/src and dist/test (whichever exist), with spec output on stdout and a
 // TAP copy in a temp file. Exits with the runner's code; with CI=true it also
 // fails when any test was skipped (a skipped root test in CI is a failure).
 //
-// Test files are those Node's runner would pick by name (*.test.js, *-test.js,
-// *_test.js, test-*.js, test.js; also .mjs/.cjs). They are listed explicitly
-// because `node --test DIR` in Node 20 would also run every plain module under
-// a `test/` directory, such as test/helpers/*.js.
+// Test files are the project's `*.test.js` (or .mjs/.cjs) files, listed
+// explicitly: `node --test DIR` in Node 20 would also run every plain module
+// under a `test/` directory (test/helpers/*.js) and modules named `test-*.js`
+// (src/datapath/codecs/test-event.js), which are not tests.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const roots = ['dist/src', 'dist/test'].map((d) => join(root, d)).filter((d) => existsSync(d));
-const TEST_FILE = /(^test\.[cm]?js$)|(^test-.+\.[cm]?js$)|(.+[.\-_]test\.[cm]?js$)/;
+const TEST_FILE = /.\.test\.[cm]?js$/;
 
 /** @param {string} dir @returns {string[]} */
 function findTests(dir) {

@@ -209,3 +209,93 @@ export function numPossibleCpus(): number {
 export function isNull(ptr: Pointer): boolean {
   return ptr === null || ptr === undefined || koffi.address(ptr) === 0n;
 }
+
+/** `sizeof(struct bpf_tc_hook)` and `sizeof(struct bpf_tc_opts)`, for their `sz` fields. */
+export const tcHookSize: number = koffi.sizeof(TcHook);
+export const tcOptsSize: number = koffi.sizeof(TcOpts);
+
+// ---- ring buffers (src/bpf/ringbuf.ts, bench/ringbuf.ts) ------------------
+
+const sysconf = libc.func('long sysconf(int name)');
+const SC_PAGESIZE = 30; // glibc, every Linux architecture
+let cachedPageSize = 0;
+
+/** The system page size in bytes (`sysconf(_SC_PAGESIZE)`), cached. */
+export function pageSize(): number {
+  if (cachedPageSize === 0) {
+    const n = Number(sysconf(SC_PAGESIZE));
+    if (!Number.isInteger(n) || n <= 0 || (n & (n - 1)) !== 0) throw new Error(`sysconf(_SC_PAGESIZE) returned ${n}`);
+    cachedPageSize = n;
+  }
+  return cachedPageSize;
+}
+
+/** `sizeof(struct epoll_event)`: packed (12 bytes) on x86-64, naturally aligned (16) elsewhere. */
+export const epollEventSize: number = process.arch === 'x64' ? 12 : 16;
+
+/**
+ * `epoll_wait(epfd, events, maxEvents, timeoutMs)` run on a libuv worker thread
+ * (koffi's `.async`), so the event loop keeps running while it blocks. `done`
+ * runs on the main thread with the result and the worker's errno. Keep `events`
+ * alive and `epfd` open until `done` has run.
+ */
+export function epollWaitAsync(
+  epfd: number,
+  events: Buffer,
+  maxEvents: number,
+  timeoutMs: number,
+  done: (err: Error | null, result: number, errno: number) => void,
+): void {
+  libcCalls.epollWait.async(epfd, events, maxEvents, timeoutMs, (err: Error | null, result: number) => {
+    done(err, err ? -1 : result, koffi.errno());
+  });
+}
+
+koffi.opaque('ring_buffer');
+
+/** `ring_buffer_sample_fn`: `int (*)(void *ctx, void *data, size_t size)`. */
+export const ringBufferSampleFn = koffi.proto('int ring_buffer_sample_fn(void *ctx, void *data, size_t size)');
+
+/** libbpf's own ring buffer consumer (`struct ring_buffer`), for comparison with the hand-written reader. */
+export const libbpfRingBufferCalls = {
+  new: libbpf.func('ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn *sample_cb, void *ctx, const void *opts)'),
+  consume: libbpf.func('int ring_buffer__consume(ring_buffer *rb)'),
+  poll: libbpf.func('int ring_buffer__poll(ring_buffer *rb, int timeout_ms)'),
+  free: libbpf.func('void ring_buffer__free(ring_buffer *rb)'),
+};
+
+/** A libbpf `struct ring_buffer` whose sample callback is a JS function. */
+export interface LibbpfRingBuffer {
+  /** `ring_buffer__consume`: drains without waiting; returns records consumed or -errno. */
+  consume(): number;
+  /** `ring_buffer__poll`: waits up to `timeoutMs` (blocking this thread), then drains. */
+  poll(timeoutMs: number): number;
+  /** Frees the ring buffer and releases the callback slot. Safe to call twice. */
+  free(): void;
+}
+
+/**
+ * `ring_buffer__new(mapFd, cb)` with `onSample(data, size)` as the callback. `data`
+ * is the record's address (read it with {@link viewOf}); return 0 to continue,
+ * a negative value to stop consuming. Throws with the errno on failure.
+ */
+export function libbpfRingBufferNew(mapFd: number, onSample: (data: Pointer, size: number) => number): LibbpfRingBuffer {
+  const cb = koffi.register((_ctx: Pointer, data: Pointer, size: number | bigint) => onSample(data, Number(size)), koffi.pointer(ringBufferSampleFn));
+  const rb = libbpfRingBufferCalls.new(mapFd, cb, null, null);
+  if (isNull(rb)) {
+    const e = errno();
+    koffi.unregister(cb);
+    throw new Error(`ring_buffer__new on map fd ${mapFd} failed (errno ${e})`);
+  }
+  let freed = false;
+  return {
+    consume: () => libbpfRingBufferCalls.consume(rb) as number,
+    poll: (timeoutMs) => libbpfRingBufferCalls.poll(rb, timeoutMs) as number,
+    free: () => {
+      if (freed) return;
+      freed = true;
+      libbpfRingBufferCalls.free(rb);
+      koffi.unregister(cb);
+    },
+  };
+}
