@@ -30,3 +30,18 @@ int floor_nop(int x)
 {
 	return x;
 }
+
+/* One BPF_MAP_UPDATE_BATCH of count pre-encoded entries; returns entries written or -1. */
+long floor_update_batch(int fd, const void *keys, const void *values, unsigned count)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.batch.map_fd = fd;
+	attr.batch.keys = (unsigned long)keys;
+	attr.batch.values = (unsigned long)values;
+	attr.batch.count = count;
+	if (syscall(SYS_bpf, BPF_MAP_UPDATE_BATCH, &attr, sizeof(attr.batch)) < 0)
+		return -1;
+	return attr.batch.count;
+}

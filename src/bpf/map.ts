@@ -192,7 +192,8 @@ abstract class MapBase<K, V> {
   /** Number of entries (walks the keys). */
   count(): number {
     let n = 0;
-    for (const _ of this.keys()) n++;
+    const it = this.keys();
+    while (!it.next().done) n++;
     return n;
   }
 

@@ -251,6 +251,31 @@ export function epollWaitAsync(
   });
 }
 
+const eventfdCalls = {
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  read: libc.func('intptr_t read(int fd, _Out_ uint8_t *buf, size_t count)'),
+  write: libc.func('intptr_t write(int fd, const uint8_t *buf, size_t count)'),
+};
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+
+/** A non-blocking, close-on-exec `eventfd` (counter 0); returns -1 on error (see {@link errno}). */
+export function eventfdCreate(): number {
+  return eventfdCalls.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) as number;
+}
+
+/** Adds 1 to an eventfd counter, making it readable (wakes its pollers). */
+export function eventfdSignal(fd: number): void {
+  const one = Buffer.alloc(8);
+  one.writeBigUInt64LE(1n);
+  eventfdCalls.write(fd, one, 8);
+}
+
+/** Resets a non-blocking eventfd counter to 0 (no-op when it is 0). */
+export function eventfdDrain(fd: number): void {
+  eventfdCalls.read(fd, Buffer.alloc(8), 8);
+}
+
 koffi.opaque('ring_buffer');
 
 /** `ring_buffer_sample_fn`: `int (*)(void *ctx, void *data, size_t size)`. */

@@ -66,23 +66,26 @@ export function inNetnsFd<T>(nsFd: number, fn: () => T, what = `fd ${nsFd}`): T 
   const home = openNetns();
   try {
     setns(nsFd, what);
-    let result: T;
+    let result: T | undefined;
+    let failure: { error: unknown } | undefined;
     try {
       result = fn();
-    } finally {
-      try {
-        setns(home, 'of this thread (going back)');
-      } catch (err) {
-        // The thread is stranded in the other namespace: nothing later can be trusted.
-        throw new BpfError('BPF_ERR_NETNS', `cannot return to the original network namespace after running in ${what}: ${(err as Error).message}`, { cause: err });
-      }
+    } catch (error) {
+      failure = { error };
     }
+    try {
+      setns(home, 'of this thread (going back)');
+    } catch (err) {
+      // The thread is stranded in the other namespace: nothing later can be trusted.
+      throw new BpfError('BPF_ERR_NETNS', `cannot return to the original network namespace after running in ${what}: ${(err as Error).message}`, { cause: err });
+    }
+    if (failure) throw failure.error;
     if (isThenable(result)) {
       // Do not leave an unhandled rejection behind.
       Promise.resolve(result).catch(() => undefined);
       throw new BpfUsageError(`inNetns(${what}): the function returned a Promise; only synchronous code runs inside the namespace`);
     }
-    return result;
+    return result as T;
   } finally {
     closeNetns(home);
   }

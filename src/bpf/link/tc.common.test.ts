@@ -4,6 +4,7 @@
  * veth, counted by counter_tc on namespace B's end.
  */
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { Collection } from '../object.js';
@@ -12,6 +13,7 @@ import { PerCpuMap } from '../map.js';
 import { bpfObjectPath } from '../../datapath/objects.js';
 import { counterValue, type CounterValue } from '../../datapath/codecs/counter.js';
 import { inNetns } from '../../netlink/netns.js';
+import { libcCalls } from '../sys.js';
 import { Link, LinkType } from './link.js';
 import { attachTc, type TcAttachment } from './tc.js';
 import { attachTcx, supportsTcx, type TcDirection } from './tcx.js';
@@ -146,6 +148,29 @@ function tcSuite(mode: 'tcx' | 'clsact'): void {
     });
   });
 }
+
+describe('inNetns', () => {
+  test('runs synchronously inside the namespace and always comes back', (t) => {
+    if (guard(t)) return;
+    const topo = topology('ns');
+    const self = (): bigint => statSync('/proc/thread-self/ns/net', { bigint: true }).ino;
+    const home = self();
+    const target = statSync(topo.b.path, { bigint: true }).ino;
+    assert.notEqual(home, target);
+
+    assert.equal(inNetns(topo.b.path, self), target);
+    assert.equal(self(), home);
+    // Interface names resolve in the caller's namespace: only inside B does B's veth exist.
+    const name = topo.b.exec(['ip', '-o', 'link', 'show']).match(/^\d+: (wlk\d+b)@/m)?.[1] ?? '';
+    assert.equal(inNetns(topo.b.path, () => libcCalls.ifNameToIndex(name) as number), topo.ifindexB);
+
+    assert.throws(() => inNetns(topo.b.path, () => { throw new Error('boom inside'); }), /boom inside/);
+    assert.equal(self(), home);
+    assert.throws(() => inNetns(topo.b.path, async () => 1), /only synchronous code/);
+    assert.equal(self(), home);
+    assert.throws(() => inNetns('/nonexistent/netns', () => 1), /open network namespace \/nonexistent\/netns: ENOENT/);
+  });
+});
 
 tcSuite('tcx');
 tcSuite('clsact');

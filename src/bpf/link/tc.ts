@@ -70,7 +70,12 @@ function optsOf(fields: Partial<TcOptsStruct>): TcOptsStruct {
   return { sz: tcOptsSize, prog_fd: 0, flags: 0, prog_id: 0, handle: 0, priority: 0, ...fields };
 }
 
-/** A `cls_bpf` filter attached with {@link attachClsact}. Not a link: see the module comment. */
+/**
+ * A `cls_bpf` filter attached with {@link attachClsact}. Not a link: see the
+ * module comment. The handle holds a descriptor of the filter's network
+ * namespace (so `detach()` works from anywhere), which keeps that namespace
+ * alive until `close()` or `detach()`.
+ */
 export class TcFilter implements TcAttachment {
   readonly kind = 'clsact' as const;
   readonly ifindex: number;
@@ -187,7 +192,11 @@ export function attachClsact(program: Program, ifindex: number, direction: TcDir
 export interface TcAttachOptions extends ClsactOptions {
   /** `auto` (default): tcx when the kernel has it, else clsact. `tcx` fails on kernels without it. */
   mode?: 'auto' | 'tcx' | 'clsact';
-  /** tcx only: where the program goes among those already attached. */
+  /**
+   * tcx only: where the program goes among those already attached. (Giving
+   * `priority`, `handle` or `replace` while tcx is chosen is an error, also in
+   * `auto` mode: use `mode: 'clsact'` when you need them.)
+   */
   order?: TcxOrder;
 }
 
