@@ -225,7 +225,7 @@ describe('ring buffer reader', () => {
 
       const stopStart = Date.now();
       await rb.stop();
-      assert.ok(Date.now() - stopStart < 50, `stop took ${Date.now() - stopStart} ms: it should wake the pending wait`);
+      assert.ok(Date.now() - stopStart < 500, `stop took ${Date.now() - stopStart} ms: it should wake the pending wait`);
       assert.equal(rb.isRunning, false);
       // Stopped: records stay in the ring for a later consume.
       p.emit(4);
