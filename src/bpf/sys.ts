@@ -324,3 +324,20 @@ export function libbpfRingBufferNew(mapFd: number, onSample: (data: Pointer, siz
     },
   };
 }
+
+// ---- sockets and namespaces (src/netlink/) --------------------------------
+
+/**
+ * The libc calls behind Waggle's rtnetlink client and named network namespaces.
+ * Buffers passed as `void *` are read or written in place. Return -1 on error
+ * (read {@link errno} right after the call).
+ */
+export const netCalls = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  getsockname: libc.func('int getsockname(int fd, void *addr, void *addrlen)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)'),
+  sendto: libc.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
+  unshare: libc.func('int unshare(int flags)'),
+};

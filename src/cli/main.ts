@@ -5,6 +5,10 @@
  */
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
+import { UsageError } from './errors.js';
+import { registerAgent } from './commands/agent.js';
+import { registerEndpoint } from './commands/endpoint.js';
+import { registerObserve } from './commands/observe.js';
 
 const program = new Command();
 program
@@ -38,7 +42,9 @@ bpf
     process.stdout.write(opts.output === 'json' ? `${JSON.stringify(spec, null, 2)}\n` : `${formatObjectSpec(spec)}\n`);
   });
 
-class UsageError extends Error {}
+registerAgent(program);
+registerEndpoint(program);
+registerObserve(program);
 
 async function main(): Promise<void> {
   try {
@@ -52,7 +58,7 @@ async function main(): Promise<void> {
     const e = err as Error;
     process.stderr.write(`waggle: ${e.message.split('\n')[0] ?? e.message}\n`);
     if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
+    process.exitCode = err instanceof UsageError || (err instanceof Error && err.name === 'ConfigError') ? 2 : 1;
   }
 }
 

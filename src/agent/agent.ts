@@ -1,0 +1,150 @@
+/**
+ * `waggle agent`: wires configuration, the datapath's shared maps, the
+ * endpoint manager, the flow reader and the API. SIGTERM/SIGINT stop the
+ * agent and leave the datapath running (links and maps are pinned); a new
+ * agent re-adopts them.
+ */
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { ensureBpffs, isBpffs, unmountBpffs } from '../bpf/bpffs.js';
+import { Collection } from '../bpf/object.js';
+import type { RingBuffer } from '../bpf/ringbuf.js';
+import { bpfObjectPath } from '../datapath/objects.js';
+import { decodeFlowEvent, LXC_OBJECT, metricsMap, openEvents, SHARED_MAPS } from '../datapath/lxc.js';
+import { EndpointManager } from '../endpoint/manager.js';
+import { FlowStore } from '../observe/store.js';
+import { toHubbleFlow, type HubbleRecord } from '../observe/hubble.js';
+import { VERSION } from '../version.js';
+import { serveApi } from './api-server.js';
+import { agentRoutes } from './routes.js';
+import type { AgentConfig } from './config.js';
+
+/** Creates the datapath's shared maps (pinned) if they do not exist yet. */
+function ensureSharedMaps(pinDir: string): void {
+  Collection.load(bpfObjectPath(LXC_OBJECT), { programs: [], pinMaps: SHARED_MAPS, pinDir }).close();
+}
+
+/** Lost events counted by the datapath (metrics direction METRIC_EVENT_LOST). */
+function lostEvents(pinDir: string): number {
+  const m = metricsMap(pinDir);
+  try {
+    let lost = 0;
+    for (const [k, v] of m.entries()) if (k.direction === 3) lost += v.reduce((a, x) => a + x.packets, 0);
+    return lost;
+  } finally {
+    m.close();
+  }
+}
+
+function listen(server: Server, hostPort: string): Promise<string> {
+  const i = hostPort.lastIndexOf(':');
+  const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(hostPort.slice(i + 1));
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const a = server.address() as AddressInfo;
+      resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+    });
+  });
+}
+
+export interface RunningAgent {
+  stop(): Promise<void>;
+  log: Logger;
+}
+
+/** Starts the agent; resolves once it serves its API. */
+export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: cfg.logLevel, base: { node: cfg.nodeName } })): Promise<RunningAgent> {
+  if (process.getuid?.() !== 0) log.warn('not running as root: the datapath needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN');
+  mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const mounted = ensureBpffs(cfg.bpffsRoot, { mount: true });
+  if (mounted) log.info({ bpffs: cfg.bpffsRoot }, 'mounted a BPF filesystem');
+  const pinDir = join(cfg.bpffsRoot, 'maps');
+  ensureSharedMaps(pinDir);
+
+  const endpoints = new EndpointManager({ nodeName: cfg.nodeName, stateDir: cfg.stateDir, pinDir, podCidrs: cfg.podCidr, log });
+  endpoints.restore();
+  log.info({ endpoints: endpoints.count, router: endpoints.router }, 'restored endpoints');
+
+  const flows = new FlowStore(cfg.flowBuffer);
+  const ring: RingBuffer = openEvents(pinDir);
+  ring.start((view, offset, length) => {
+    const e = decodeFlowEvent(Buffer.from(view.buffer, view.byteOffset + offset, length));
+    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id));
+    flows.add({ flow, node_name: cfg.nodeName, time: flow.time });
+  }, { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
+  let lostSeen = lostEvents(pinDir);
+  const lostTimer = setInterval(() => {
+    const now = lostEvents(pinDir);
+    if (now > lostSeen) {
+      const rec: HubbleRecord = { lost_events: { source: 'PERF_EVENT_RING_BUFFER', num_events_lost: now - lostSeen }, node_name: cfg.nodeName, time: new Date().toISOString() };
+      flows.add(rec);
+      lostSeen = now;
+    }
+  }, 1000);
+  lostTimer.unref();
+
+  const started = Date.now();
+  const status = (): Record<string, unknown> => ({
+    uptimeSeconds: Math.round((Date.now() - started) / 1000),
+    endpoints: endpoints.count,
+    router: endpoints.router,
+    ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
+    flows: { seen: flows.seen, buffer: flows.capacity },
+    bpffsRoot: cfg.bpffsRoot,
+  });
+  const api = await serveApi(cfg.apiSocket, agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
+  log.info({ socket: cfg.apiSocket }, 'API listening');
+
+  const http = createServer((req, res) => {
+    if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found\n');
+    }
+  });
+  const url = await listen(http, cfg.httpListen);
+  log.info({ url }, `listening on ${url}`);
+  log.info({ version: VERSION }, 'agent ready');
+
+  return {
+    log,
+    async stop() {
+      clearInterval(lostTimer);
+      await ring.stop();
+      ring.close();
+      await new Promise<void>((r) => api.close(() => r()));
+      rmSync(cfg.apiSocket, { force: true });
+      await new Promise<void>((r) => http.close(() => r()));
+      log.info('agent stopped; the datapath keeps running');
+    },
+  };
+}
+
+/**
+ * `waggle agent --cleanup`: removes everything the agent ever created —
+ * endpoints (veths, namespaces it made), pinned programs and maps, the bpffs
+ * mount if it made one, the state and the API socket.
+ */
+export function cleanupAgent(cfg: AgentConfig, log: Logger): string[] {
+  const pinDir = join(cfg.bpffsRoot, 'maps');
+  const endpoints = new EndpointManager({ nodeName: cfg.nodeName, stateDir: cfg.stateDir, pinDir, podCidrs: cfg.podCidr, log });
+  const removed = endpoints.cleanupAll();
+  if (existsSync(cfg.bpffsRoot)) {
+    // Unlinking the pins detaches links and frees maps nothing else holds. (A
+    // bpffs root also shows the kernel's maps.debug/progs.debug: not ours.)
+    rmSync(pinDir, { recursive: true, force: true });
+    const isMountPoint = statSync(cfg.bpffsRoot).dev !== statSync(dirname(cfg.bpffsRoot)).dev;
+    if (isMountPoint && isBpffs(cfg.bpffsRoot)) unmountBpffs(cfg.bpffsRoot);
+    rmSync(cfg.bpffsRoot, { recursive: true, force: true });
+  }
+  rmSync(cfg.stateDir, { recursive: true, force: true });
+  rmSync(cfg.apiSocket, { force: true });
+  return removed;
+}

@@ -1,0 +1,49 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, defaultConfig, envName, loadAgentConfig } from './config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'waggle-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+test('defaults validate', () => {
+  assert.deepEqual(loadAgentConfig({ env: {} }), defaultConfig());
+});
+
+test('flags beat environment beat the config file', () => {
+  const cfg = loadAgentConfig({
+    configFile: file('a.yaml', 'node-name: from-file\nstate-dir: /tmp/f\npod-cidr: [10.9.0.0/24]\n'),
+    env: { WAGGLE_NODE_NAME: 'from-env', WAGGLE_HTTP_LISTEN: '127.0.0.1:0' },
+    flags: { 'node-name': 'from-flag' },
+  });
+  assert.equal(cfg.nodeName, 'from-flag');
+  assert.equal(cfg.stateDir, '/tmp/f');
+  assert.equal(cfg.httpListen, '127.0.0.1:0');
+  assert.deepEqual(cfg.podCidr, ['10.9.0.0/24']);
+  assert.equal(envName('pod-cidr'), 'WAGGLE_POD_CIDR');
+  assert.deepEqual(loadAgentConfig({ env: { WAGGLE_POD_CIDR: '10.1.0.0/16, fd01::/64' } }).podCidr, ['10.1.0.0/16', 'fd01::/64']);
+});
+
+test('bad values are named with their source', () => {
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'state-dir': 'relative/dir' } }), /state-dir \(from flags\): must be an absolute path/);
+  assert.throws(() => loadAgentConfig({ env: { WAGGLE_HTTP_LISTEN: 'nope' } }), /http-listen \(from WAGGLE_HTTP_LISTEN\): must be HOST:PORT/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'pod-cidr': ['10.0.0.1/24'] } }), /pod-cidr .*host bits set/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'pod-cidr': ['10.0.0.0/24', '10.1.0.0/24'] } }), /more than one IPv4 pod CIDR/);
+  assert.throws(() => loadAgentConfig({ env: { WAGGLE_FLOW_BUFFER: 'lots' } }), /flow-buffer must be a whole number/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'node-name': 'Bad Name' } }), /node-name .*DNS label/);
+});
+
+test('a bad config file is refused with the reason', () => {
+  assert.throws(() => loadAgentConfig({ configFile: join(dir, 'missing.yaml'), env: {} }), /cannot read config file .*missing.yaml: ENOENT/);
+  assert.throws(() => loadAgentConfig({ configFile: file('b.yaml', 'node-name: [unclosed\n'), env: {} }), (e: unknown) => e instanceof ConfigError && /is not valid YAML/.test(e.message));
+  assert.throws(() => loadAgentConfig({ configFile: file('c.yaml', 'nodename: x\n'), env: {} }), /unknown option "nodename"/);
+  assert.throws(() => loadAgentConfig({ configFile: file('d.yaml', '- a\n- b\n'), env: {} }), /must be a YAML mapping/);
+  assert.throws(() => loadAgentConfig({ configFile: file('e.yaml', 'flow-buffer: -1\n'), env: {} }), /flow-buffer \(from config file .*e.yaml\)/);
+});

@@ -1,0 +1,81 @@
+/** Codec of `struct flow_event` (bpf/include/flow_event.h): the endpoint programs' ring buffer record. */
+import { bytes, struct, u16, u32, u64n, u8, type StructCodec } from '../../bpf/codec.js';
+
+/** `FLOW_EVENT_DROP` (Cilium's monitor message type). */
+export const FLOW_EVENT_DROP = 1;
+/** `FLOW_EVENT_TRACE`. */
+export const FLOW_EVENT_TRACE = 4;
+
+/** `OBS_TO_STACK` (Hubble TraceObservationPoint TO_STACK). */
+export const OBS_TO_STACK = 3;
+/** `OBS_FROM_ENDPOINT`. */
+export const OBS_FROM_ENDPOINT = 5;
+/** `OBS_TO_ENDPOINT`. */
+export const OBS_TO_ENDPOINT = 101;
+
+/** `VERDICT_FORWARDED` (Hubble Verdict). */
+export const VERDICT_FORWARDED = 1;
+/** `VERDICT_DROPPED`. */
+export const VERDICT_DROPPED = 2;
+
+/** `FLOW_FAMILY_IPV4` (AF_INET). */
+export const FLOW_FAMILY_IPV4 = 2;
+/** `FLOW_FAMILY_IPV6` (AF_INET6). */
+export const FLOW_FAMILY_IPV6 = 10;
+
+/** `FLOW_TCP_*`: the TCP header's flag bits. */
+export const TCP_FLAGS = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10, URG: 0x20, ECE: 0x40, CWR: 0x80 } as const;
+
+/** Size of one record. */
+export const FLOW_EVENT_SIZE = 80;
+
+/** One record as the datapath writes it. */
+export interface FlowEvent {
+  /** bpf_ktime_get_ns(): CLOCK_MONOTONIC nanoseconds. */
+  timeNs: number;
+  endpointId: number;
+  ifindex: number;
+  srcEndpoint: number;
+  dstEndpoint: number;
+  pktLen: number;
+  dropReason: number;
+  /** Source line of the drop in bpf/lxc.bpf.c (0 for traces). */
+  line: number;
+  type: number;
+  obsPoint: number;
+  verdict: number;
+  family: number;
+  ipProto: number;
+  tcpFlags: number;
+  icmpType: number;
+  icmpCode: number;
+  srcPort: number;
+  dstPort: number;
+  ethProto: number;
+  srcAddr: Uint8Array;
+  dstAddr: Uint8Array;
+}
+
+export const flowEvent: StructCodec<FlowEvent> = struct<FlowEvent>('flow_event', FLOW_EVENT_SIZE, {
+  timeNs: { offset: 0, codec: u64n },
+  endpointId: { offset: 8, codec: u32 },
+  ifindex: { offset: 12, codec: u32 },
+  srcEndpoint: { offset: 16, codec: u32 },
+  dstEndpoint: { offset: 20, codec: u32 },
+  pktLen: { offset: 24, codec: u32 },
+  dropReason: { offset: 28, codec: u16 },
+  line: { offset: 30, codec: u16 },
+  type: { offset: 32, codec: u8 },
+  obsPoint: { offset: 33, codec: u8 },
+  verdict: { offset: 34, codec: u8 },
+  family: { offset: 35, codec: u8 },
+  ipProto: { offset: 36, codec: u8 },
+  tcpFlags: { offset: 37, codec: u8 },
+  icmpType: { offset: 38, codec: u8 },
+  icmpCode: { offset: 39, codec: u8 },
+  srcPort: { offset: 40, codec: u16 },
+  dstPort: { offset: 42, codec: u16 },
+  ethProto: { offset: 44, codec: u16 },
+  srcAddr: { offset: 48, codec: bytes(16) },
+  dstAddr: { offset: 64, codec: bytes(16) },
+});

@@ -1,0 +1,655 @@
+/**
+ * The endpoint datapath (bpf/lxc.bpf.c): crafted frames through
+ * BPF_PROG_TEST_RUN, then real traffic between three endpoint namespaces
+ * joined to a node namespace by veths, with no bridge and no address on the
+ * host side (the gateway's ARP and neighbor answers come from eBPF).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
+import type { Collection } from '../bpf/object.js';
+import type { BpfMap, PerCpuMap } from '../bpf/map.js';
+import { RingBuffer } from '../bpf/ringbuf.js';
+import { Link } from '../bpf/link/link.js';
+import { inNetns } from '../netlink/netns.js';
+import { skipUnlessRoot, requireTools, isRoot } from '../../test/helpers/root.js';
+import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
+import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
+import { ping, tcpExchange, udpExchange } from '../../test/helpers/traffic.js';
+import {
+  attachEndpointPrograms, decodeFlowEvent, detachEndpointPrograms, endpointLinkDir, endpointsMap, loadEndpointPrograms,
+  metricsMap, openEvents, type DecodedFlowEvent, type EndpointProgramsConfig,
+} from './lxc.js';
+import type { EndpointInfo } from './codecs/endpoint.js';
+import { METRIC_EGRESS, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
+import {
+  FLOW_EVENT_DROP, FLOW_EVENT_TRACE, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT, OBS_TO_STACK, VERDICT_DROPPED, VERDICT_FORWARDED,
+} from './codecs/flow-event.js';
+import { dropReasonCode, REASON_FORWARDED } from './drop-reasons.js';
+
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+const INVALID_SOURCE_MAC = dropReasonCode('INVALID_SOURCE_MAC');
+const INVALID_SOURCE_IP = dropReasonCode('INVALID_SOURCE_IP');
+const UNSUPPORTED_L3_PROTOCOL = dropReasonCode('UNSUPPORTED_L3_PROTOCOL');
+const TTL_EXCEEDED = dropReasonCode('TTL_EXCEEDED');
+
+// ---------------------------------------------------------------------------
+// Frame building and checking
+
+const macBuf = (m: string): Buffer => Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
+const macText = (b: Buffer): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** Ones' complement sum of `data` folded to 16 bits (not inverted). */
+function onesSum(data: Buffer, start = 0): number {
+  let sum = start;
+  for (let i = 0; i + 1 < data.length; i += 2) sum += data.readUInt16BE(i);
+  if (data.length % 2 === 1) sum += (data[data.length - 1] as number) << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+const checksum = (data: Buffer): number => ~onesSum(data) & 0xffff;
+
+/** ICMPv6/UDP/TCP checksum over the IPv6 pseudo-header; 0 when `l4` (with its checksum in place) is valid. */
+function ipv6L4Checksum(src: Buffer, dst: Buffer, nexthdr: number, l4: Buffer): number {
+  const ph = Buffer.alloc(40);
+  src.copy(ph, 0);
+  dst.copy(ph, 16);
+  ph.writeUInt32BE(l4.length, 32);
+  ph.writeUInt32BE(nexthdr, 36);
+  return ~onesSum(l4, onesSum(ph)) & 0xffff;
+}
+
+function eth(dst: string, src: string, type: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(14);
+  macBuf(dst).copy(h, 0);
+  macBuf(src).copy(h, 6);
+  h.writeUInt16BE(type, 12);
+  return Buffer.concat([h, payload]);
+}
+
+function arpRequest(senderMac: string, senderIp: string, targetIp: string): Buffer {
+  const a = Buffer.alloc(28);
+  a.writeUInt16BE(1, 0);
+  a.writeUInt16BE(0x0800, 2);
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(1, 6);
+  macBuf(senderMac).copy(a, 8);
+  Buffer.from(parseIPv4(senderIp)).copy(a, 14);
+  Buffer.from(parseIPv4(targetIp)).copy(a, 24);
+  return eth('ff:ff:ff:ff:ff:ff', senderMac, 0x0806, a);
+}
+
+function ipv4(src: string, dst: string, proto: number, payload: Buffer, ttl = 64): Buffer {
+  const h = Buffer.alloc(20);
+  h[0] = 0x45;
+  h.writeUInt16BE(20 + payload.length, 2);
+  h.writeUInt16BE(0x4000, 6);
+  h[8] = ttl;
+  h[9] = proto;
+  Buffer.from(parseIPv4(src)).copy(h, 12);
+  Buffer.from(parseIPv4(dst)).copy(h, 16);
+  h.writeUInt16BE(checksum(h), 10);
+  return Buffer.concat([h, payload]);
+}
+
+function udp(sport: number, dport: number, data = Buffer.alloc(16, 0xab)): Buffer {
+  const u = Buffer.alloc(8);
+  u.writeUInt16BE(sport, 0);
+  u.writeUInt16BE(dport, 2);
+  u.writeUInt16BE(8 + data.length, 4);
+  return Buffer.concat([u, data]);
+}
+
+function tcp(sport: number, dport: number, flags: number): Buffer {
+  const t = Buffer.alloc(20);
+  t.writeUInt16BE(sport, 0);
+  t.writeUInt16BE(dport, 2);
+  t[12] = 5 << 4;
+  t[13] = flags;
+  t.writeUInt16BE(65535, 14);
+  return t;
+}
+
+function ipv6(src: string, dst: string, nexthdr: number, payload: Buffer, hop = 64): Buffer {
+  const h = Buffer.alloc(40);
+  h[0] = 0x60;
+  h.writeUInt16BE(payload.length, 4);
+  h[6] = nexthdr;
+  h[7] = hop;
+  Buffer.from(parseIPv6(src)).copy(h, 8);
+  Buffer.from(parseIPv6(dst)).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** Solicited-node multicast address of `ip` (ff02::1:ffXX:XXXX). */
+function solicitedNode(ip: string): string {
+  const b = parseIPv6(ip);
+  const hex = (n: number): string => (n as number).toString(16).padStart(2, '0');
+  return `ff02::1:ff${hex(b[13] as number)}:${hex(b[14] as number)}${hex(b[15] as number)}`;
+}
+
+/** A Neighbor Solicitation frame from (srcMac, src) for `target`, with a source link-layer option unless src is ::. */
+function neighborSolicitation(srcMac: string, src: string, target: string): Buffer {
+  const dst = solicitedNode(target);
+  const withOption = src !== '::';
+  const icmp = Buffer.alloc(withOption ? 32 : 24);
+  icmp[0] = 135;
+  Buffer.from(parseIPv6(target)).copy(icmp, 8);
+  if (withOption) {
+    icmp[24] = 1;
+    icmp[25] = 1;
+    macBuf(srcMac).copy(icmp, 26);
+  }
+  icmp.writeUInt16BE(ipv6L4Checksum(Buffer.from(parseIPv6(src)), Buffer.from(parseIPv6(dst)), 58, icmp), 2);
+  const b = parseIPv6(dst);
+  const dstMac = `33:33:${Array.from(b.subarray(12), (x) => x.toString(16).padStart(2, '0')).join(':')}`;
+  return eth(dstMac, srcMac, 0x86dd, ipv6(src, dst, 58, icmp, 255));
+}
+
+// ---------------------------------------------------------------------------
+// BPF_PROG_TEST_RUN
+
+const cleanup = new Cleanup();
+after(() => cleanup.run());
+
+function drainEvents(rb: RingBuffer): DecodedFlowEvent[] {
+  const out: DecodedFlowEvent[] = [];
+  rb.consumeBuffers((b) => out.push(decodeFlowEvent(b)));
+  return out;
+}
+
+describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
+  const EP: EndpointProgramsConfig = {
+    pinDir: '',
+    endpointId: 7,
+    ipv4: '10.199.200.7',
+    ipv6: 'fd99:200::7',
+    mac: '02:00:00:00:00:07',
+    hostMac: '02:00:00:00:01:07',
+    routerIpv4: '10.199.250.1',
+    routerIpv6: 'fd99:250::1',
+  };
+  const PEER: EndpointInfo = { ifindex: 4242, endpointId: 8, mac: '02:00:00:00:00:08', nodeMac: '02:00:00:00:01:08', flags: 0 };
+  let coll: Collection;
+  let rb: RingBuffer;
+  let fs: TempBpffs;
+  let metrics: PerCpuMap<MetricsKey, MetricsValue>;
+
+  before(() => {
+    if (!isRoot) return;
+    fs = mountTempBpffs();
+    cleanup.add(() => fs.unmount(), 'bpffs');
+    EP.pinDir = join(fs.path, 'waggle');
+    coll = loadEndpointPrograms(EP);
+    cleanup.add(() => coll.close(), 'lxc collection');
+    rb = RingBuffer.open(coll.mapFd('events'));
+    cleanup.add(() => rb.close(), 'events reader');
+    metrics = metricsMap(EP.pinDir);
+    cleanup.add(() => metrics.close(), 'metrics map');
+    const eps = endpointsMap(EP.pinDir);
+    try {
+      eps.update('10.199.200.8', PEER);
+      eps.update('fd99:200::8', PEER);
+    } finally {
+      eps.close();
+    }
+  });
+
+  const run = (frame: Buffer): { retval: number; data: Buffer; events: DecodedFlowEvent[] } => {
+    rb.skip();
+    const r = coll.program('from_endpoint').testRun({ data: frame });
+    return { retval: r.retval, data: r.data, events: drainEvents(rb) };
+  };
+
+  test('ARP request for the router IP: answered in place and sent back out (TC_ACT_REDIRECT)', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const { retval, data } = run(arpRequest(EP.mac, '10.199.200.7', '10.199.250.1'));
+    assert.equal(retval, TC_ACT_REDIRECT);
+    assert.equal(macText(data.subarray(0, 6)), EP.mac, 'to the requester');
+    assert.equal(macText(data.subarray(6, 12)), EP.hostMac, 'from the host-side veth');
+    assert.equal(data.readUInt16BE(12), 0x0806);
+    const arp = data.subarray(14);
+    assert.deepEqual([arp.readUInt16BE(0), arp.readUInt16BE(2), arp[4], arp[5]], [1, 0x0800, 6, 4]);
+    assert.equal(arp.readUInt16BE(6), 2, 'opcode 2 (reply)');
+    assert.equal(macText(arp.subarray(8, 14)), EP.hostMac, 'sender MAC = host MAC');
+    assert.deepEqual([...arp.subarray(14, 18)], [10, 199, 250, 1], 'sender IP = router IP');
+    assert.equal(macText(arp.subarray(18, 24)), EP.mac, 'target MAC = requester');
+    assert.deepEqual([...arp.subarray(24, 28)], [10, 199, 200, 7], 'target IP = requester');
+  });
+
+  test('ARP for another address passes to the stack; ARP from a foreign sender IP is dropped', (t) => {
+    if (skipUnlessRoot(t)) return;
+    assert.equal(run(arpRequest(EP.mac, '10.199.200.7', '10.199.200.8')).retval, TC_ACT_OK);
+    const spoof = run(arpRequest(EP.mac, '10.199.200.66', '10.199.250.1'));
+    assert.equal(spoof.retval, TC_ACT_SHOT);
+    assert.equal(spoof.events[0]?.dropReason, INVALID_SOURCE_IP);
+  });
+
+  for (const [what, src] of [['its own address', 'fd99:200::7'], ['a link-local address', 'fe80::7'], [':: (duplicate address detection)', '::']] as const) {
+    test(`neighbor solicitation for the router IPv6 from ${what}: a valid neighbor advertisement`, (t) => {
+      if (skipUnlessRoot(t)) return;
+      const { retval, data } = run(neighborSolicitation(EP.mac, src, EP.routerIpv6 as string));
+      assert.equal(retval, TC_ACT_REDIRECT);
+      assert.equal(data.length, 14 + 40 + 32);
+      const dad = src === '::';
+      assert.equal(macText(data.subarray(0, 6)), dad ? '33:33:00:00:00:01' : EP.mac);
+      assert.equal(macText(data.subarray(6, 12)), EP.hostMac);
+      assert.equal(data.readUInt16BE(12), 0x86dd);
+      const ip = data.subarray(14, 54);
+      assert.equal(ip[0] as number >> 4, 6);
+      assert.equal(ip.readUInt16BE(4), 32, 'payload length');
+      assert.equal(ip[6], 58, 'ICMPv6');
+      assert.equal(ip[7], 255, 'hop limit 255');
+      assert.deepEqual(ip.subarray(8, 24), Buffer.from(parseIPv6(EP.routerIpv6 as string)), 'from the router IP');
+      assert.deepEqual(ip.subarray(24, 40), Buffer.from(parseIPv6(dad ? 'ff02::1' : src)), 'to the solicitor (all nodes for DAD)');
+      const na = data.subarray(54);
+      assert.equal(na[0], 136, 'neighbor advertisement');
+      assert.equal(na[1], 0);
+      assert.equal(ipv6L4Checksum(ip.subarray(8, 24), ip.subarray(24, 40), 58, na), 0, 'ICMPv6 checksum verifies');
+      assert.equal(na[4], dad ? 0xa0 : 0xe0, 'flags: router, override, solicited unless DAD');
+      assert.deepEqual(na.subarray(8, 24), Buffer.from(parseIPv6(EP.routerIpv6 as string)), 'target = router IP');
+      assert.deepEqual([na[24], na[25]], [2, 1], 'target link-layer address option');
+      assert.equal(macText(na.subarray(26, 32)), EP.hostMac);
+    });
+  }
+
+  test('neighbor solicitation for the router from a foreign global address is dropped as spoofed', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(neighborSolicitation(EP.mac, 'fd99:200::66', EP.routerIpv6 as string));
+    assert.equal(r.retval, TC_ACT_SHOT);
+    assert.equal(r.events[0]?.dropReason, INVALID_SOURCE_IP);
+  });
+
+  test('spoofed source IP: TC_ACT_SHOT, a drop event (INVALID_SOURCE_IP) and a metrics count', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const key = { reason: INVALID_SOURCE_IP, direction: METRIC_EGRESS };
+    const before4 = metrics.lookupSum(key)?.packets ?? 0;
+    const frame = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.66', '10.199.200.8', 17, udp(1000, 2000)));
+    const r = run(frame);
+    assert.equal(r.retval, TC_ACT_SHOT);
+    assert.equal(r.events.length, 1);
+    const e = r.events[0] as DecodedFlowEvent;
+    assert.equal(e.type, FLOW_EVENT_DROP);
+    assert.equal(e.verdict, VERDICT_DROPPED);
+    assert.equal(e.dropReason, INVALID_SOURCE_IP);
+    assert.equal(e.dropReasonName, 'INVALID_SOURCE_IP');
+    assert.equal(e.obsPoint, OBS_FROM_ENDPOINT);
+    assert.equal(e.endpointId, 7);
+    assert.equal(e.srcEndpoint, 7);
+    assert.equal(e.srcIp, '10.199.200.66');
+    assert.equal(e.dstIp, '10.199.200.8');
+    assert.deepEqual([e.ipProto, e.srcPort, e.dstPort], [17, 1000, 2000]);
+    assert.equal(e.pktLen, frame.length);
+    assert.ok(e.line > 0, 'the drop names its source line');
+    assert.equal((metrics.lookupSum(key)?.packets ?? 0) - before4, 1);
+
+    const r6 = run(eth(EP.hostMac, EP.mac, 0x86dd, ipv6('fd99:200::66', 'fd99:200::8', 17, udp(1000, 2000))));
+    assert.equal(r6.retval, TC_ACT_SHOT);
+    assert.equal(r6.events[0]?.dropReason, INVALID_SOURCE_IP);
+    assert.equal(r6.events[0]?.srcIp, 'fd99:200::66');
+    // Link-local sources are allowed only for ICMPv6 link control, never for data.
+    const ll = run(eth(EP.hostMac, EP.mac, 0x86dd, ipv6('fe80::7', 'fd99:200::8', 17, udp(1000, 2000))));
+    assert.equal(ll.retval, TC_ACT_SHOT);
+    assert.equal(ll.events[0]?.dropReason, INVALID_SOURCE_IP);
+  });
+
+  test('spoofed source MAC: TC_ACT_SHOT and a drop event (INVALID_SOURCE_MAC)', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(eth(EP.hostMac, '02:00:00:00:00:66', 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(1, 2))));
+    assert.equal(r.retval, TC_ACT_SHOT);
+    assert.equal(r.events.length, 1);
+    assert.equal(r.events[0]?.dropReason, INVALID_SOURCE_MAC);
+    assert.equal(r.events[0]?.typeName, 'DROP');
+  });
+
+  test('unknown L3 protocol: dropped with UNSUPPORTED_L3_PROTOCOL', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(eth(EP.hostMac, EP.mac, 0x88cc, Buffer.alloc(46)));
+    assert.equal(r.retval, TC_ACT_SHOT);
+    assert.equal(r.events[0]?.dropReason, UNSUPPORTED_L3_PROTOCOL);
+    assert.equal(r.events[0]?.ethProto, 0x88cc);
+  });
+
+  test('IPv4 to a local endpoint: router MACs, TTL - 1, valid header checksum, redirected to its peer', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const frame = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(40000, 53), 64));
+    const r = run(frame);
+    assert.equal(r.retval, TC_ACT_REDIRECT);
+    assert.equal(macText(r.data.subarray(0, 6)), PEER.mac, 'to the destination endpoint');
+    assert.equal(macText(r.data.subarray(6, 12)), PEER.nodeMac, 'from its router MAC');
+    const ip = r.data.subarray(14, 34);
+    assert.equal(ip[8], 63, 'TTL - 1');
+    assert.equal(checksum(ip), 0, 'IPv4 header checksum verifies');
+    assert.deepEqual(r.data.subarray(34), frame.subarray(34), 'payload unchanged');
+    assert.equal(r.events.length, 1);
+    const e = r.events[0] as DecodedFlowEvent;
+    assert.deepEqual(
+      [e.type, e.obsPoint, e.verdict, e.endpointId, e.srcEndpoint, e.dstEndpoint],
+      [FLOW_EVENT_TRACE, OBS_TO_ENDPOINT, VERDICT_FORWARDED, 7, 7, 8],
+    );
+    assert.deepEqual([e.srcIp, e.dstIp, e.ipProto, e.srcPort, e.dstPort], ['10.199.200.7', '10.199.200.8', 17, 40000, 53]);
+  });
+
+  test('IPv6 to a local endpoint: router MACs, hop limit - 1, redirected', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(eth(EP.hostMac, EP.mac, 0x86dd, ipv6('fd99:200::7', 'fd99:200::8', 6, tcp(40000, 80, 0x02), 9)));
+    assert.equal(r.retval, TC_ACT_REDIRECT);
+    assert.equal(macText(r.data.subarray(0, 6)), PEER.mac);
+    assert.equal(macText(r.data.subarray(6, 12)), PEER.nodeMac);
+    assert.equal(r.data[14 + 7], 8, 'hop limit - 1');
+    assert.deepEqual(r.events[0]?.tcpFlagNames, ['SYN']);
+    assert.equal(r.events[0]?.dstEndpoint, 8);
+  });
+
+  test('TTL 1 to a local endpoint: dropped with TTL_EXCEEDED', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(1, 2), 1)));
+    assert.equal(r.retval, TC_ACT_SHOT);
+    assert.equal(r.events[0]?.dropReason, TTL_EXCEEDED);
+  });
+
+  test('to an address that is not local: TC_ACT_OK (the stack routes it), traced TO_STACK', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = run(eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.201.1', 17, udp(40001, 53))));
+    assert.equal(r.retval, TC_ACT_OK);
+    assert.equal(r.data[14 + 8], 64, 'untouched');
+    assert.equal(r.events[0]?.obsPoint, OBS_TO_STACK);
+    assert.equal(r.events[0]?.dstEndpoint, 0);
+    const r6 = run(eth(EP.hostMac, EP.mac, 0x86dd, ipv6('fd99:200::7', 'fd99:201::1', 17, udp(40001, 53))));
+    assert.equal(r6.retval, TC_ACT_OK);
+  });
+
+  test('monitor aggregation: one trace per flow per interval, but every SYN/FIN/RST and every drop', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const fwdKey = { reason: REASON_FORWARDED, direction: METRIC_EGRESS };
+    const before = metrics.lookupSum(fwdKey)?.packets ?? 0;
+    const flow = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(41000, 9999)));
+    const seen = [run(flow), run(flow), run(flow)].map((r) => r.events.length);
+    assert.deepEqual(seen, [1, 0, 0], 'a known flow is traced once per interval');
+    assert.equal((metrics.lookupSum(fwdKey)?.packets ?? 0) - before, 3, 'but every packet is counted');
+    const other = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(41001, 9999)));
+    assert.equal(run(other).events.length, 1, 'a new flow is traced');
+    const syn = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 6, tcp(41002, 80, 0x02)));
+    const ack = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 6, tcp(41002, 80, 0x10)));
+    const fin = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 6, tcp(41002, 80, 0x11)));
+    assert.deepEqual([run(syn), run(syn), run(ack), run(fin)].map((r) => r.events.length), [1, 1, 0, 1]);
+    const spoof = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.66', '10.199.200.8', 17, udp(41003, 9999)));
+    assert.deepEqual([run(spoof), run(spoof), run(spoof)].map((r) => r.events.length), [1, 1, 1], 'drops are never aggregated');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Real traffic: three endpoints on one node
+
+interface Endpoint {
+  id: number;
+  ns: Netns;
+  ipv4: string;
+  ipv6: string;
+  mac: string;
+  hostIf: string;
+  hostIfindex: number;
+  hostMac: string;
+  coll?: Collection;
+}
+
+const ROUTER4 = '10.199.250.1';
+const ROUTER6 = 'fd99:250::1';
+
+function linkMac(ns: Netns, ifname: string): string {
+  const j = JSON.parse(ns.exec(['ip', '-j', 'link', 'show', 'dev', ifname])) as { address: string }[];
+  return (j[0] as { address: string }).address;
+}
+
+describe('endpoints on one node: real traffic, no bridge, no host-side addresses', () => {
+  let node: Netns;
+  let fs: TempBpffs;
+  let pinDir: string;
+  const eps: Endpoint[] = [];
+  let rb: RingBuffer;
+  const events: DecodedFlowEvent[] = [];
+  const collect = (): DecodedFlowEvent[] => {
+    rb.consumeBuffers((b) => events.push(decodeFlowEvent(b)));
+    return events;
+  };
+
+  before(() => {
+    if (!isRoot) return;
+    fs = mountTempBpffs();
+    cleanup.add(() => fs.unmount(), 'bpffs');
+    pinDir = join(fs.path, 'waggle');
+    node = createNetns('wg-lxc-node');
+    cleanup.add(() => node.remove(), 'node netns');
+    for (let i = 1; i <= 3; i++) {
+      const ns = createNetns(`wg-lxc-ep${i}`);
+      cleanup.add(() => ns.remove(), `endpoint netns ${i}`);
+      const hostIf = `wlxc${process.pid % 10000}e${i}`.slice(0, 15);
+      // The host side gets no address at all: no IPv6 link-local either.
+      createVethPair({ a: { netns: ns, name: 'eth0' }, b: { netns: node, name: hostIf } });
+      node.exec(['ip', 'link', 'set', 'dev', hostIf, 'addrgenmode', 'none']);
+      node.exec(['ip', 'addr', 'flush', 'dev', hostIf]);
+      eps.push({
+        id: 100 + i, ns, ipv4: `10.199.200.${10 + i}`, ipv6: `fd99:200::${10 + i}`,
+        mac: linkMac(ns, 'eth0'), hostIf, hostIfindex: ifindexIn(node, hostIf), hostMac: linkMac(node, hostIf),
+      });
+    }
+  });
+
+  test('load, attach (tcx, pinned) and fill the endpoints map', (t) => {
+    if (skipUnlessRoot(t) || requireTools(t, 'ip', 'ping')) return;
+    for (const ep of eps) {
+      const coll = loadEndpointPrograms({
+        pinDir, endpointId: ep.id, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac,
+        routerIpv4: ROUTER4, routerIpv6: ROUTER6,
+      });
+      ep.coll = coll;
+      cleanup.add(() => coll.close(), `collection of endpoint ${ep.id}`);
+      const att = inNetns(node.path, () => attachEndpointPrograms(coll, ep.hostIfindex));
+      cleanup.add(() => { detachEndpointPrograms(pinDir, ep.id); }, `links of endpoint ${ep.id}`);
+      assert.equal(att.ingress.kind, 'tcx');
+      assert.ok(att.pinnedAt, 'tcx links are pinned');
+      assert.equal(att.pinnedAt.ingress, join(endpointLinkDir(pinDir, ep.id), 'from_endpoint'));
+      // The handles can go: the pins keep the programs attached.
+      att.ingress.close();
+      att.egress.close();
+    }
+    const map: BpfMap<string, EndpointInfo> = endpointsMap(pinDir);
+    try {
+      for (const ep of eps) {
+        const info = { ifindex: ep.hostIfindex, endpointId: ep.id, mac: ep.mac, nodeMac: ep.hostMac, flags: 0 };
+        map.update(ep.ipv4, info);
+        map.update(ep.ipv6, info);
+      }
+      assert.equal(map.count(), 6);
+      assert.deepEqual(map.lookup(eps[1]?.ipv6 as string)?.endpointId, 102);
+    } finally {
+      map.close();
+    }
+    rb = openEvents(pinDir);
+    cleanup.add(() => rb.close(), 'events reader');
+
+    // Inside each endpoint: /32 and /128, the router reachable on-link, default via it.
+    for (const ep of eps) {
+      ep.ns.exec(['ip', 'addr', 'add', `${ep.ipv4}/32`, 'dev', 'eth0']);
+      ep.ns.exec(['ip', '-6', 'addr', 'add', `${ep.ipv6}/128`, 'dev', 'eth0', 'nodad']);
+      ep.ns.exec(['ip', 'route', 'add', ROUTER4, 'dev', 'eth0', 'scope', 'link']);
+      ep.ns.exec(['ip', 'route', 'add', 'default', 'via', ROUTER4]);
+      ep.ns.exec(['ip', '-6', 'route', 'add', ROUTER6, 'dev', 'eth0']);
+      ep.ns.exec(['ip', '-6', 'route', 'add', 'default', 'via', ROUTER6]);
+    }
+  });
+
+  test('the node has no bridge and no address on any endpoint veth', (t) => {
+    if (skipUnlessRoot(t)) return;
+    assert.deepEqual(JSON.parse(node.exec(['ip', '-j', 'link', 'show', 'type', 'bridge'])), []);
+    const addrs = JSON.parse(node.exec(['ip', '-j', 'addr', 'show'])) as { ifname: string; addr_info: unknown[] }[];
+    for (const ep of eps) {
+      const dev = addrs.find((a) => a.ifname === ep.hostIf);
+      assert.ok(dev, `${ep.hostIf} exists`);
+      assert.deepEqual(dev.addr_info, [], `${ep.hostIf} has no address`);
+    }
+  });
+
+  test('ping over IPv4 and IPv6 between every pair of endpoints', async (t) => {
+    if (skipUnlessRoot(t) || requireTools(t, 'ip', 'ping')) return;
+    for (const a of eps) {
+      for (const b of eps) {
+        if (a === b) continue;
+        assert.equal(await ping(a.ns, b.ipv4, 2), 2, `ping ${a.ipv4} → ${b.ipv4}`);
+        assert.equal(await ping(a.ns, b.ipv6, 2), 2, `ping ${a.ipv6} → ${b.ipv6}`);
+      }
+    }
+    // The endpoints learnt the router's MAC = their host-side veth's MAC: answered by eBPF.
+    for (const ep of eps) {
+      const n4 = JSON.parse(ep.ns.exec(['ip', '-j', 'neigh', 'show', ROUTER4, 'dev', 'eth0'])) as { lladdr?: string }[];
+      const n6 = JSON.parse(ep.ns.exec(['ip', '-j', '-6', 'neigh', 'show', ROUTER6, 'dev', 'eth0'])) as { lladdr?: string; router?: boolean }[];
+      assert.equal(n4[0]?.lladdr, ep.hostMac, `ARP entry of the router in endpoint ${ep.id}`);
+      assert.equal(n6[0]?.lladdr, ep.hostMac, `neighbor entry of the router in endpoint ${ep.id}`);
+    }
+  });
+
+  test('TCP and UDP over IPv4 and IPv6 between every pair of endpoints', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    let port = 7300;
+    for (let i = 0; i < eps.length; i++) {
+      for (let j = i + 1; j < eps.length; j++) {
+        const a = eps[i] as Endpoint;
+        const b = eps[j] as Endpoint;
+        for (const [ca, sb, addr] of [[a, b, b.ipv4], [b, a, a.ipv6]] as const) {
+          assert.equal(await tcpExchange(ca.ns, sb.ns, addr, port++, 100_000), 100_000, `TCP ${ca.id} → ${addr}`);
+          assert.equal(await udpExchange(ca.ns, sb.ns, addr, port++, 3), 3, `UDP ${ca.id} → ${addr}`);
+        }
+        assert.equal(await tcpExchange(a.ns, b.ns, b.ipv6, port++, 20_000), 20_000, `TCP ${a.id} → ${b.ipv6}`);
+        assert.equal(await udpExchange(b.ns, a.ns, a.ipv4, port++, 3), 3, `UDP ${b.id} → ${a.ipv4}`);
+      }
+    }
+  });
+
+  test('flow events: every pair seen forwarded endpoint to endpoint, with the right IDs', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const all = collect();
+    const fwd = all.filter((e) => e.type === FLOW_EVENT_TRACE && e.obsPoint === OBS_TO_ENDPOINT && e.verdict === VERDICT_FORWARDED && e.endpointId === e.srcEndpoint);
+    const byId = new Map(eps.map((e) => [e.id, e]));
+    for (const e of fwd) {
+      const src = byId.get(e.srcEndpoint);
+      const dst = byId.get(e.dstEndpoint);
+      assert.ok(src && dst, `event between known endpoints: ${e.srcEndpoint} → ${e.dstEndpoint}`);
+      assert.ok(e.srcIp === src.ipv4 || e.srcIp === src.ipv6, `source ${e.srcIp} belongs to endpoint ${src.id}`);
+      assert.ok(e.dstIp === dst.ipv4 || e.dstIp === dst.ipv6, `destination ${e.dstIp} belongs to endpoint ${dst.id}`);
+    }
+    for (const a of eps) {
+      for (const b of eps) {
+        if (a === b) continue;
+        for (const [v, proto] of [[4, 1], [6, 58], [4, 6], [6, 6], [4, 17], [6, 17]] as const) {
+          const hit = fwd.some((e) => e.srcEndpoint === a.id && e.dstEndpoint === b.id && e.ipVersion === v && e.ipProto === proto);
+          assert.ok(hit, `a forwarded IPv${v} protocol ${proto} event ${a.id} → ${b.id}`);
+        }
+      }
+    }
+    // TCP opens are always traced: a SYN each way per connection.
+    assert.ok(fwd.some((e) => e.ipProto === 6 && e.tcpFlagNames.includes('SYN') && !e.tcpFlagNames.includes('ACK')));
+    assert.ok(fwd.some((e) => e.ipProto === 6 && e.tcpFlagNames.includes('SYN') && e.tcpFlagNames.includes('ACK')));
+    assert.ok(!all.some((e) => e.type === FLOW_EVENT_DROP), `no drops: ${JSON.stringify(all.filter((e) => e.type === FLOW_EVENT_DROP).map((e) => [e.dropReasonName, e.srcIp, e.dstIp, e.icmpType]))}`);
+    // Monitor aggregation: far fewer events than packets (100 kB TCP exchanges alone are hundreds of segments).
+    const metrics = metricsMap(pinDir);
+    try {
+      const forwarded = metrics.lookupSum({ reason: REASON_FORWARDED, direction: METRIC_EGRESS })?.packets ?? 0;
+      assert.ok(forwarded > fwd.length, `forwarded packets ${forwarded} > forwarded events ${fwd.length}`);
+    } finally {
+      metrics.close();
+    }
+  });
+
+  test('a spoofed source address is dropped, reported (INVALID_SOURCE_IP) and counted', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const [a, b] = eps as [Endpoint, Endpoint];
+    const metrics = metricsMap(pinDir);
+    cleanup.add(() => metrics.close(), 'metrics map');
+    const key = { reason: INVALID_SOURCE_IP, direction: METRIC_EGRESS };
+    const before = metrics.lookupSum(key)?.packets ?? 0;
+    // Fresh router neighbor entries first: the kernel would otherwise refresh
+    // them with ARP/NS from the spoofed source, which is dropped too.
+    assert.equal(await ping(a.ns, b.ipv4, 1), 1);
+    assert.equal(await ping(a.ns, b.ipv6, 1), 1);
+    collect();
+    events.length = 0;
+    // A second address inside endpoint 1 that the node never gave it.
+    a.ns.exec(['ip', 'addr', 'add', '10.199.200.99/32', 'dev', 'eth0']);
+    a.ns.exec(['ip', '-6', 'addr', 'add', 'fd99:200::99/128', 'dev', 'eth0', 'nodad']);
+    try {
+      for (const [src, dst] of [['10.199.200.99', b.ipv4], ['fd99:200::99', b.ipv6]] as const) {
+        let out = '';
+        try {
+          out = a.ns.exec(['ping', '-n', '-c', '3', '-W', '1', '-i', '0.2', '-I', src, dst], { timeoutMs: 10_000 });
+        } catch (err) {
+          out = String((err as { stdout?: string }).stdout ?? '');
+        }
+        assert.match(out, / 0 received/, `spoofed ping from ${src} gets no reply`);
+      }
+    } finally {
+      a.ns.exec(['ip', 'addr', 'del', '10.199.200.99/32', 'dev', 'eth0']);
+      a.ns.exec(['ip', '-6', 'addr', 'del', 'fd99:200::99/128', 'dev', 'eth0']);
+    }
+    const drops = collect().filter((e) => e.type === FLOW_EVENT_DROP);
+    for (const [src, dst] of [['10.199.200.99', b.ipv4], ['fd99:200::99', b.ipv6]] as const) {
+      const mine = drops.filter((e) => e.srcIp === src && e.dstIp === dst);
+      assert.ok(mine.length >= 3, `${mine.length} drop events for ${src} → ${dst}`);
+      for (const e of mine) {
+        assert.deepEqual(
+          [e.dropReasonName, e.verdictName, e.obsPointName, e.endpointId, e.srcEndpoint],
+          ['INVALID_SOURCE_IP', 'DROPPED', 'FROM_ENDPOINT', a.id, a.id],
+        );
+      }
+    }
+    const counted = (metrics.lookupSum(key)?.packets ?? 0) - before;
+    assert.ok(counted >= 6, `metrics counted ${counted} spoofed packets`);
+    // And legitimate traffic still flows.
+    assert.equal(await ping(a.ns, b.ipv4, 1), 1);
+  });
+
+  test('attaching again keeps the same links; new programs replace them without a gap; detach stops delivery', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const [a, b] = eps as [Endpoint, Endpoint];
+    const pin = join(endpointLinkDir(pinDir, a.id), 'from_endpoint');
+    const pinnedLink = (): { id: number; programId: number; ifindex: number | undefined } => {
+      const l = Link.openPinned(pin);
+      try {
+        return { id: l.id, programId: l.programId, ifindex: l.info().ifindex };
+      } finally {
+        l.close();
+      }
+    };
+    const first = pinnedLink();
+    const same = inNetns(node.path, () => attachEndpointPrograms(a.coll as Collection, a.hostIfindex));
+    same.ingress.close();
+    same.egress.close();
+    assert.deepEqual(pinnedLink(), first, 'the same programs: the same link');
+
+    // An agent restart: a fresh load of the same endpoint, attached over the pinned links.
+    const fresh = loadEndpointPrograms({
+      pinDir, endpointId: a.id, ipv4: a.ipv4, ipv6: a.ipv6, mac: a.mac, hostMac: a.hostMac,
+      routerIpv4: ROUTER4, routerIpv6: ROUTER6,
+    });
+    cleanup.add(() => fresh.close(), 'fresh collection');
+    const pinger = ping(a.ns, b.ipv4, 10);
+    await new Promise((r) => setTimeout(r, 500));
+    const replaced = inNetns(node.path, () => attachEndpointPrograms(fresh, a.hostIfindex));
+    replaced.ingress.close();
+    replaced.egress.close();
+    assert.equal(await pinger, 10, 'no ping lost while the programs were replaced');
+    const now = pinnedLink();
+    assert.notEqual(now.id, first.id, 'a new link is pinned');
+    assert.equal(now.programId, fresh.program('from_endpoint').info().id);
+    assert.equal(now.ifindex, a.hostIfindex);
+    assert.equal(await ping(a.ns, b.ipv6, 2), 2);
+
+    assert.equal(detachEndpointPrograms(pinDir, a.id), 2);
+    assert.equal(detachEndpointPrograms(pinDir, a.id), 0, 'detaching again is a no-op');
+    assert.equal(await ping(a.ns, b.ipv4, 1), 0, 'without from_endpoint nothing delivers the endpoint\'s packets');
+  });
+});

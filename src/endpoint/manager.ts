@@ -1,0 +1,305 @@
+/**
+ * The endpoint manager: creates, lists, deletes and restores the node's
+ * endpoints. Each operation is all or nothing: a failed create undoes every
+ * step it made. State (endpoints and, through them, IP allocations) is
+ * persisted atomically after every change.
+ */
+import { existsSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { ApiError } from '../agent/api-server.js';
+import { StateStore } from '../agent/state-store.js';
+import { Ipam, IpamError } from '../ipam/ipam.js';
+import { attachEndpointPrograms, detachEndpointPrograms, endpointLinkDir, endpointsMap, loadEndpointPrograms } from '../datapath/lxc.js';
+import { Link } from '../bpf/link/link.js';
+import { join } from 'node:path';
+import { agentState, type AgentState, type CreateEndpointRequest, type EndpointRecord } from './model.js';
+import { hubbleLabels } from './labels.js';
+import {
+  configureEndpointNetns, configureNodeSide, createEndpointNetns, createEndpointVeth, deleteLink, deleteNamedNetns,
+  getLink, hostIfnameFor, isNetnsFile, Undo, type NetnsHandle,
+} from './plumbing.js';
+import type { EndpointView } from '../observe/hubble.js';
+
+export interface EndpointManagerOptions {
+  nodeName: string;
+  stateDir: string;
+  /** bpffs directory where the datapath's maps and links are pinned. */
+  pinDir: string;
+  podCidrs: readonly string[];
+  log: Logger;
+}
+
+/** An endpoint as the API shows it. */
+export interface EndpointStatus extends EndpointRecord {
+  state: 'ready' | 'not-ready';
+  problem?: string;
+}
+
+const MAX_ENDPOINT_ID = 65535;
+
+export class EndpointManager {
+  private readonly opts: EndpointManagerOptions;
+  private readonly store: StateStore<AgentState>;
+  private readonly ipam: Ipam;
+  private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly problems = new Map<string, string>();
+  /** Serialises mutations: the API handles one create/delete at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: EndpointManagerOptions) {
+    this.opts = opts;
+    this.store = new StateStore(join(opts.stateDir, 'state.json'), agentState, () => ({ version: 1, endpoints: [] }));
+    this.ipam = new Ipam(opts.podCidrs);
+  }
+
+  /** Addresses of the node's virtual router (the endpoints' gateway). */
+  get router(): { ipv4?: string; ipv6?: string } {
+    return { ipv4: this.ipam.routerAddress(4), ipv6: this.ipam.routerAddress(6) };
+  }
+
+  private serial<T>(fn: () => T | Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private save(): void {
+    this.store.save({ version: 1, endpoints: [...this.endpoints.values()].sort((a, b) => a.id - b.id) });
+  }
+
+  private status(r: EndpointRecord): EndpointStatus {
+    const problem = this.problems.get(r.name);
+    return { ...r, state: problem ? 'not-ready' : 'ready', ...(problem ? { problem } : {}) };
+  }
+
+  list(): EndpointStatus[] {
+    return [...this.endpoints.values()].sort((a, b) => a.id - b.id).map((r) => this.status(r));
+  }
+
+  get(name: string): EndpointStatus {
+    const r = this.endpoints.get(name);
+    if (!r) throw new ApiError(404, 'ENDPOINT_NOT_FOUND', `no endpoint named ${name}`);
+    return this.status(r);
+  }
+
+  /** Endpoint by datapath ID, for flow enrichment. */
+  view(id: number): EndpointView | undefined {
+    for (const r of this.endpoints.values()) {
+      if (r.id === id) return { id, name: r.name, namespace: r.namespace, labels: hubbleLabels(r.labels, r.namespace), hostIfname: r.hostIfname };
+    }
+    return undefined;
+  }
+
+  get count(): number {
+    return this.endpoints.size;
+  }
+
+  ipamUsage(): ReturnType<Ipam['usage']> {
+    return this.ipam.usage();
+  }
+
+  private nextId(): number {
+    const used = new Set([...this.endpoints.values()].map((r) => r.id));
+    for (let id = 1; id <= MAX_ENDPOINT_ID; id++) if (!used.has(id)) return id;
+    throw new ApiError(409, 'ENDPOINT_IDS_EXHAUSTED', `all ${MAX_ENDPOINT_ID} endpoint IDs are in use`);
+  }
+
+  private writeMapEntries(r: EndpointRecord): void {
+    const map = endpointsMap(this.opts.pinDir);
+    try {
+      for (const ip of [r.ipv4, r.ipv6]) {
+        if (ip) map.update(ip, { ifindex: r.hostIfindex, endpointId: r.id, mac: r.mac, nodeMac: r.hostMac, flags: 0 });
+      }
+    } finally {
+      map.close();
+    }
+  }
+
+  private deleteMapEntries(r: Pick<EndpointRecord, 'ipv4' | 'ipv6'>): void {
+    if (!existsSync(join(this.opts.pinDir, 'endpoints'))) return;
+    const map = endpointsMap(this.opts.pinDir);
+    try {
+      for (const ip of [r.ipv4, r.ipv6]) if (ip) map.delete(ip);
+    } finally {
+      map.close();
+    }
+  }
+
+  private attach(r: EndpointRecord): void {
+    const coll = loadEndpointPrograms({
+      pinDir: this.opts.pinDir, endpointId: r.id, mac: r.mac, hostMac: r.hostMac,
+      ...(r.ipv4 ? { ipv4: r.ipv4, routerIpv4: this.router.ipv4 } : {}),
+      ...(r.ipv6 ? { ipv6: r.ipv6, routerIpv6: this.router.ipv6 } : {}),
+    });
+    try {
+      const att = attachEndpointPrograms(coll, r.hostIfindex);
+      // Pinned tcx links keep the programs attached without our handles.
+      if (att.pinnedAt) { att.ingress.close(); att.egress.close(); }
+    } finally {
+      coll.close();
+    }
+  }
+
+  /** Creates an endpoint: namespace, veth, addresses, routes, programs, map entries. */
+  create(req: CreateEndpointRequest): Promise<EndpointStatus> {
+    return this.serial(() => this.createNow(req));
+  }
+
+  private createNow(req: CreateEndpointRequest): EndpointStatus {
+    const { log } = this.opts;
+    if (this.endpoints.has(req.name)) throw new ApiError(409, 'ENDPOINT_EXISTS', `an endpoint named ${req.name} already exists`);
+    if (req.netns !== undefined && !isNetnsFile(req.netns)) {
+      throw new ApiError(400, 'BAD_NETNS', `${req.netns} is not a network namespace (expected e.g. /var/run/netns/NAME or /proc/PID/ns/net)`);
+    }
+    const id = this.nextId();
+    let ips: { 4?: string; 6?: string };
+    try {
+      ips = this.ipam.allocate(req.name);
+    } catch (err) {
+      if (err instanceof IpamError) throw new ApiError(409, err.code, err.message);
+      throw err;
+    }
+    const undo = new Undo();
+    undo.push(() => { for (const ip of Object.values(ips)) if (ip) this.ipam.release(ip); });
+    try {
+      let netns: NetnsHandle;
+      try {
+        netns = req.netns !== undefined ? { path: req.netns, created: false } : createEndpointNetns(req.name, undo);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'NETNS_EXISTS') throw new ApiError(409, 'NETNS_EXISTS', (err as Error).message);
+        throw err;
+      }
+      const hostIfname = hostIfnameFor(this.opts.nodeName, req.name);
+      let veth;
+      try {
+        veth = createEndpointVeth(hostIfname, netns.path, undo);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'LINK_EXISTS') throw new ApiError(409, 'LINK_EXISTS', (err as Error).message);
+        throw err;
+      }
+      const record: EndpointRecord = {
+        id, name: req.name, namespace: req.namespace, labels: req.labels,
+        netnsPath: netns.path, netnsCreated: netns.created,
+        hostIfname, hostIfindex: veth.hostIfindex, hostMac: veth.hostMac, mac: veth.mac,
+        ...(ips[4] ? { ipv4: ips[4] } : {}), ...(ips[6] ? { ipv6: ips[6] } : {}),
+        createdAt: new Date().toISOString(),
+      };
+      configureEndpointNetns(netns.path, { ipv4: record.ipv4, ipv6: record.ipv6, routerIpv4: this.router.ipv4, routerIpv6: this.router.ipv6 });
+      configureNodeSide(record.hostIfindex, record.mac, [record.ipv4, record.ipv6].filter((x): x is string => !!x));
+      undo.push(() => { detachEndpointPrograms(this.opts.pinDir, id); });
+      this.attach(record);
+      undo.push(() => this.deleteMapEntries(record));
+      this.writeMapEntries(record);
+      this.endpoints.set(record.name, record);
+      undo.push(() => { this.endpoints.delete(record.name); });
+      this.save();
+      undo.clear();
+      log.info({ endpoint: record.name, id, ipv4: record.ipv4, ipv6: record.ipv6, hostIfname }, 'endpoint created');
+      return this.status(record);
+    } catch (err) {
+      undo.run((e) => log.warn({ err: e.message, endpoint: req.name }, 'undo step failed'));
+      throw err;
+    }
+  }
+
+  /** Deletes an endpoint and everything made for it. */
+  delete(name: string): Promise<{ deleted: string }> {
+    return this.serial(() => {
+      const r = this.endpoints.get(name);
+      if (!r) throw new ApiError(404, 'ENDPOINT_NOT_FOUND', `no endpoint named ${name}`);
+      this.teardown(r);
+      this.endpoints.delete(name);
+      this.problems.delete(name);
+      this.save();
+      this.opts.log.info({ endpoint: name, id: r.id }, 'endpoint deleted');
+      return { deleted: name };
+    });
+  }
+
+  private teardown(r: EndpointRecord): void {
+    this.deleteMapEntries(r);
+    detachEndpointPrograms(this.opts.pinDir, r.id);
+    deleteLink(r.hostIfname);
+    if (r.netnsCreated) deleteNamedNetns(r.name);
+    for (const ip of [r.ipv4, r.ipv6]) if (ip) this.ipam.release(ip);
+  }
+
+  /**
+   * Reads the persisted endpoints and converges the kernel on them: missing
+   * pieces are re-made, pinned programs that still run are kept (so traffic
+   * keeps flowing across an agent restart), map entries are rewritten.
+   */
+  restore(): void {
+    const state = this.store.load();
+    for (const r of state.endpoints) {
+      this.endpoints.set(r.name, r);
+      for (const ip of [r.ipv4, r.ipv6]) if (ip) this.ipam.claim(ip, r.name);
+    }
+    for (const r of state.endpoints) {
+      try {
+        this.repair(r);
+        this.problems.delete(r.name);
+      } catch (err) {
+        this.problems.set(r.name, (err as Error).message);
+        this.opts.log.error({ endpoint: r.name, err: (err as Error).message }, 'endpoint could not be restored');
+      }
+    }
+    this.save();
+  }
+
+  private repair(r: EndpointRecord): void {
+    const { log } = this.opts;
+    if (!isNetnsFile(r.netnsPath)) {
+      if (!r.netnsCreated) throw new Error(`its adopted network namespace ${r.netnsPath} is gone`);
+      log.warn({ endpoint: r.name }, 'network namespace missing: re-creating it');
+      const undo = new Undo();
+      deleteLink(r.hostIfname);
+      createEndpointNetns(r.name, undo);
+    }
+    const host = getLink(r.hostIfname);
+    if (!host || host.ifindex !== r.hostIfindex) {
+      log.warn({ endpoint: r.name }, 'veth missing or replaced: re-creating it');
+      if (host) deleteLink(r.hostIfname);
+      const veth = createEndpointVeth(r.hostIfname, r.netnsPath, new Undo());
+      Object.assign(r, veth);
+    }
+    configureEndpointNetns(r.netnsPath, { ipv4: r.ipv4, ipv6: r.ipv6, routerIpv4: this.router.ipv4, routerIpv6: this.router.ipv6 }, true);
+    configureNodeSide(r.hostIfindex, r.mac, [r.ipv4, r.ipv6].filter((x): x is string => !!x));
+    if (!this.attached(r)) {
+      log.warn({ endpoint: r.name }, 'programs not attached: attaching them');
+      this.attach(r);
+    }
+    this.writeMapEntries(r);
+  }
+
+  /** Are both of the endpoint's pinned links attached to its veth? */
+  private attached(r: EndpointRecord): boolean {
+    const dir = endpointLinkDir(this.opts.pinDir, r.id);
+    return ['from_endpoint', 'to_endpoint'].every((p) => {
+      const path = join(dir, p);
+      if (!existsSync(path)) return false;
+      const link = Link.openPinned(path);
+      try {
+        return link.info().ifindex === r.hostIfindex;
+      } finally {
+        link.close();
+      }
+    });
+  }
+
+  /** Removes every endpoint and its kernel objects (for `waggle agent --cleanup`). */
+  cleanupAll(): string[] {
+    const removed: string[] = [];
+    const state = this.store.load();
+    for (const r of state.endpoints) {
+      try {
+        this.teardown(r);
+      } catch (err) {
+        this.opts.log.warn({ endpoint: r.name, err: (err as Error).message }, 'cleanup step failed');
+      }
+      removed.push(r.name);
+    }
+    this.endpoints.clear();
+    return removed;
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Turns datapath flow events into Hubble's flow JSON (the `hubble observe -o
+ * json` shape: keys as in flow.proto, enums as names, zero values omitted), so
+ * tools that read Hubble read Waggle.
+ */
+import { formatIPv6 } from '../bpf/codec.js';
+import { dropReasonName } from '../datapath/drop-reasons.js';
+
+/** The decoded ring buffer record (bpf/include/flow_event.h). */
+export interface FlowEventRecord {
+  timeNs: number;
+  endpointId: number;
+  ifindex: number;
+  srcEndpoint: number;
+  dstEndpoint: number;
+  pktLen: number;
+  dropReason: number;
+  type: number;
+  obsPoint: number;
+  verdict: number;
+  family: number;
+  ipProto: number;
+  tcpFlags: number;
+  icmpType: number;
+  icmpCode: number;
+  srcPort: number;
+  dstPort: number;
+  ethProto: number;
+  srcAddr: Uint8Array;
+  dstAddr: Uint8Array;
+}
+
+/** What the agent knows about a local endpoint, for enrichment. */
+export interface EndpointView {
+  id: number;
+  name: string;
+  namespace: string;
+  labels: string[];
+  /** Security identity (0 until identities exist). */
+  identity?: number;
+  hostIfname?: string;
+}
+
+export interface HubbleEndpoint {
+  ID?: number;
+  identity?: number;
+  namespace?: string;
+  labels?: string[];
+  pod_name?: string;
+}
+
+export interface HubbleFlow {
+  time: string;
+  uuid: string;
+  verdict: 'FORWARDED' | 'DROPPED';
+  drop_reason?: number;
+  drop_reason_desc?: string;
+  IP?: { source: string; destination: string; ipVersion: 'IPv4' | 'IPv6' };
+  l4?: Record<string, Record<string, unknown>>;
+  source?: HubbleEndpoint;
+  destination?: HubbleEndpoint;
+  Type: 'L3_L4';
+  node_name: string;
+  event_type: { type: number; sub_type?: number };
+  traffic_direction?: 'INGRESS' | 'EGRESS';
+  trace_observation_point?: string;
+  is_reply?: boolean;
+  interface?: { index: number; name?: string };
+  Summary: string;
+}
+
+/** One line of `waggle observe -o json`. */
+export type HubbleRecord =
+  | { flow: HubbleFlow; node_name: string; time: string }
+  | { lost_events: { source: string; num_events_lost: number }; node_name: string; time: string };
+
+const OBS_POINTS: Record<number, string> = { 3: 'TO_STACK', 5: 'FROM_ENDPOINT', 101: 'TO_ENDPOINT' };
+const TCP_FLAG_NAMES: [number, string][] = [[0x01, 'FIN'], [0x02, 'SYN'], [0x04, 'RST'], [0x08, 'PSH'], [0x10, 'ACK'], [0x20, 'URG'], [0x40, 'ECE'], [0x80, 'CWR']];
+const ICMP4: Record<number, string> = { 0: 'EchoReply', 3: 'DestinationUnreachable', 8: 'EchoRequest', 11: 'TimeExceeded' };
+const ICMP6: Record<number, string> = { 1: 'DestinationUnreachable', 3: 'TimeExceeded', 128: 'EchoRequest', 129: 'EchoReply', 133: 'RouterSolicitation', 134: 'RouterAdvertisement', 135: 'NeighborSolicitation', 136: 'NeighborAdvertisement' };
+
+function address(family: number, bytes: Uint8Array): string {
+  return family === 2 ? `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}` : formatIPv6(bytes);
+}
+
+function endpoint(view: EndpointView | undefined): HubbleEndpoint | undefined {
+  if (!view) return undefined;
+  const out: HubbleEndpoint = { ID: view.id };
+  if (view.identity) out.identity = view.identity;
+  out.namespace = view.namespace;
+  out.labels = view.labels;
+  out.pod_name = view.name;
+  return out;
+}
+
+/** Converts monotonic event times (bpf_ktime_get_ns) to wall-clock ISO time. */
+export function monotonicToIso(timeNs: number): string {
+  const nowMono = Number(process.hrtime.bigint());
+  const wallMs = Date.now() - (nowMono - timeNs) / 1e6;
+  return new Date(wallMs).toISOString();
+}
+
+let counter = 0;
+/** A unique flow id (random prefix per process, then a counter). */
+const uuidPrefix = [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, '0')).join('');
+function nextUuid(): string {
+  const c = (counter++).toString(16).padStart(16, '0');
+  return `${uuidPrefix.slice(0, 8)}-${uuidPrefix.slice(8, 12)}-4${uuidPrefix.slice(13, 16)}-8${c.slice(1, 4)}-${c.slice(4, 16)}`;
+}
+
+/** Builds the Hubble flow for one event. `lookup` finds local endpoints by ID. */
+export function toHubbleFlow(e: FlowEventRecord, nodeName: string, lookup: (id: number) => EndpointView | undefined): HubbleFlow {
+  const dropped = e.verdict === 2;
+  const observer = lookup(e.endpointId);
+  const flow: HubbleFlow = {
+    time: monotonicToIso(e.timeNs),
+    uuid: nextUuid(),
+    verdict: dropped ? 'DROPPED' : 'FORWARDED',
+    Type: 'L3_L4',
+    node_name: nodeName,
+    event_type: { type: e.type },
+    Summary: '',
+  };
+  if (dropped) {
+    flow.drop_reason = e.dropReason;
+    flow.drop_reason_desc = dropReasonName(e.dropReason);
+    flow.event_type.sub_type = e.dropReason;
+  } else if (e.obsPoint) {
+    flow.event_type.sub_type = e.obsPoint === 101 ? 0 : e.obsPoint;
+  }
+  if (e.family === 2 || e.family === 10) {
+    flow.IP = { source: address(e.family, e.srcAddr), destination: address(e.family, e.dstAddr), ipVersion: e.family === 2 ? 'IPv4' : 'IPv6' };
+  }
+  const summary: string[] = [];
+  if (e.ipProto === 6) {
+    const flags: Record<string, boolean> = {};
+    for (const [bit, name] of TCP_FLAG_NAMES) if (e.tcpFlags & bit) flags[name] = true;
+    flow.l4 = { TCP: { source_port: e.srcPort, destination_port: e.dstPort, ...(Object.keys(flags).length ? { flags } : {}) } };
+    summary.push(`TCP Flags: ${Object.keys(flags).join(', ') || 'none'}`);
+    if ((e.tcpFlags & 0x12) === 0x12) flow.is_reply = true;
+    else if (e.tcpFlags & 0x02) flow.is_reply = false;
+  } else if (e.ipProto === 17 || e.ipProto === 132) {
+    const name = e.ipProto === 17 ? 'UDP' : 'SCTP';
+    flow.l4 = { [name]: { source_port: e.srcPort, destination_port: e.dstPort } };
+    summary.push(name);
+  } else if (e.ipProto === 1 || e.ipProto === 58) {
+    const v6 = e.ipProto === 58;
+    const body: Record<string, number> = {};
+    if (e.icmpType) body.type = e.icmpType;
+    if (e.icmpCode) body.code = e.icmpCode;
+    flow.l4 = { [v6 ? 'ICMPv6' : 'ICMPv4']: body };
+    const name = (v6 ? ICMP6 : ICMP4)[e.icmpType] ?? `type ${e.icmpType}`;
+    summary.push(`${v6 ? 'ICMPv6' : 'ICMPv4'} ${name}`);
+    if ((!v6 && e.icmpType === 0) || (v6 && e.icmpType === 129)) flow.is_reply = true;
+    else if ((!v6 && e.icmpType === 8) || (v6 && e.icmpType === 128)) flow.is_reply = false;
+  } else if (e.family === 0) {
+    summary.push(e.ethProto === 0x0806 ? 'ARP' : `ethertype 0x${e.ethProto.toString(16).padStart(4, '0')}`);
+  } else {
+    summary.push(`IP protocol ${e.ipProto}`);
+  }
+  flow.Summary = summary.join(' ');
+  const src = endpoint(lookup(e.srcEndpoint));
+  const dst = endpoint(lookup(e.dstEndpoint));
+  if (src) flow.source = src;
+  if (dst) flow.destination = dst;
+  // Seen from the observing endpoint: leaving it is egress, reaching it is ingress.
+  if (observer) flow.traffic_direction = e.dstEndpoint === e.endpointId && e.srcEndpoint !== e.endpointId ? 'INGRESS' : 'EGRESS';
+  const obs = OBS_POINTS[e.obsPoint];
+  if (obs) flow.trace_observation_point = obs;
+  if (e.ifindex) flow.interface = observer?.hostIfname ? { index: e.ifindex, name: observer.hostIfname } : { index: e.ifindex };
+  return flow;
+}
+
+function peer(ep: HubbleEndpoint | undefined, ip: string | undefined, port: number | undefined): string {
+  const who = ep?.pod_name ? `${ep.namespace}/${ep.pod_name}` : ip ?? '?';
+  const addr = ip ? (ip.includes(':') ? `[${ip}]` : ip) : '';
+  return `${who}${ep?.pod_name && ip ? ` (${addr}${port ? `:${port}` : ''})` : port ? `:${port}` : ''}`;
+}
+
+/** One readable line per flow, like `hubble observe` compact output. */
+export function compactLine(f: HubbleFlow): string {
+  const t = f.time.replace('T', ' ').replace('Z', '');
+  const l4 = f.l4 ? Object.values(f.l4)[0] : undefined;
+  const sport = typeof l4?.source_port === 'number' ? l4.source_port : undefined;
+  const dport = typeof l4?.destination_port === 'number' ? l4.destination_port : undefined;
+  const point = f.trace_observation_point ? f.trace_observation_point.toLowerCase().replace(/_/g, '-') : '';
+  const verdict = f.verdict === 'DROPPED' ? `DROPPED (${f.drop_reason_desc ?? f.drop_reason})` : 'FORWARDED';
+  return `${t}: ${peer(f.source, f.IP?.source, sport)} -> ${peer(f.destination, f.IP?.destination, dport)} ${point} ${verdict} (${f.Summary})`;
+}
