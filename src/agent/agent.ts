@@ -74,7 +74,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   const ring: RingBuffer = openEvents(pinDir);
   ring.start((view, offset, length) => {
     const e = decodeFlowEvent(Buffer.from(view.buffer, view.byteOffset + offset, length));
-    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id));
+    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id), (ip) => endpoints.viewByIp(ip));
     flows.add({ flow, node_name: cfg.nodeName, time: flow.time });
   }, { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
   let lostSeen = lostEvents(pinDir);

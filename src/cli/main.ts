@@ -9,6 +9,7 @@ import { UsageError } from './errors.js';
 import { registerAgent } from './commands/agent.js';
 import { registerEndpoint } from './commands/endpoint.js';
 import { registerObserve } from './commands/observe.js';
+import { registerStatus } from './commands/status.js';
 
 const program = new Command();
 program
@@ -25,6 +26,23 @@ program
   .action(async () => {
     const { runSelfcheck } = await import('../selfcheck/index.js');
     const ok = await runSelfcheck((line) => process.stdout.write(`${line}\n`));
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('demo')
+  .description('see Waggle work: an agent, labelled endpoints, real traffic and its flows, then a clean exit (root)')
+  .option('--duration <seconds>', 'seconds of traffic; 0 runs until Ctrl-C', '15')
+  .option('--prefix <name>', 'prefix of the endpoint names', 'demo')
+  .action(async (opts: { duration: string; prefix: string }) => {
+    if (!/^\d+$/.test(opts.duration)) throw new UsageError(`--duration must be a whole number of seconds, got ${opts.duration}`);
+    const { runDemo } = await import('../demo/index.js');
+    const ok = await runDemo({
+      durationSeconds: Number(opts.duration),
+      prefix: opts.prefix,
+      podCidrs: ['10.201.0.0/24', 'fd00:201::/64'],
+      out: (line) => process.stdout.write(`${line}\n`),
+    });
     process.exitCode = ok ? 0 : 1;
   });
 
@@ -45,6 +63,7 @@ bpf
 registerAgent(program);
 registerEndpoint(program);
 registerObserve(program);
+registerStatus(program);
 
 async function main(): Promise<void> {
   try {

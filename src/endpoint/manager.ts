@@ -90,6 +90,12 @@ export class EndpointManager {
     return undefined;
   }
 
+  /** Endpoint by address, for flow enrichment. */
+  viewByIp(ip: string): EndpointView | undefined {
+    for (const r of this.endpoints.values()) if (r.ipv4 === ip || r.ipv6 === ip) return this.view(r.id);
+    return undefined;
+  }
+
   get count(): number {
     return this.endpoints.size;
   }

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
-import { addAddress, addNeighbor, addRoute, createVeth, deleteLink, getLink, replaceRoute, setLinkUp, type NetlinkTarget } from '../netlink/index.js';
+import { addAddress, addNeighbor, addRoute, createVeth, deleteLink, getLink, replaceRoute, setLinkUp, setSysctl, type NetlinkTarget } from '../netlink/index.js';
 import { closeNetns, createNamedNetns, deleteNamedNetns, NETNS_RUN_DIR, openNetns } from '../netlink/netns.js';
 
 /** The name of the endpoint's interface inside its namespace. */
@@ -78,7 +78,12 @@ export function createEndpointVeth(hostIfname: string, netnsPath: string, undo: 
     }
     const pair = createVeth({ name: hostIfname, peerName: ENDPOINT_IFNAME, peerNetnsFd: nsFd });
     undo.push(() => { deleteLink(hostIfname); });
+    // No IPv6 link-local address on the host side: it has no address at all.
+    setSysctl(`net/ipv6/conf/${hostIfname}/addr_gen_mode`, '1');
     setLinkUp(pair.ifindex, true);
+    // The router is static: the endpoint needs no router solicitations or advertisements.
+    setSysctl(`net/ipv6/conf/${ENDPOINT_IFNAME}/router_solicitations`, '0', { netnsFd: nsFd });
+    setSysctl(`net/ipv6/conf/${ENDPOINT_IFNAME}/accept_ra`, '0', { netnsFd: nsFd });
     setLinkUp(ENDPOINT_IFNAME, true, inside);
     const host = getLink(pair.ifindex);
     const ep = getLink(ENDPOINT_IFNAME, inside);

@@ -77,7 +77,7 @@ export type HubbleRecord =
 const OBS_POINTS: Record<number, string> = { 3: 'TO_STACK', 5: 'FROM_ENDPOINT', 101: 'TO_ENDPOINT' };
 const TCP_FLAG_NAMES: [number, string][] = [[0x01, 'FIN'], [0x02, 'SYN'], [0x04, 'RST'], [0x08, 'PSH'], [0x10, 'ACK'], [0x20, 'URG'], [0x40, 'ECE'], [0x80, 'CWR']];
 const ICMP4: Record<number, string> = { 0: 'EchoReply', 3: 'DestinationUnreachable', 8: 'EchoRequest', 11: 'TimeExceeded' };
-const ICMP6: Record<number, string> = { 1: 'DestinationUnreachable', 3: 'TimeExceeded', 128: 'EchoRequest', 129: 'EchoReply', 133: 'RouterSolicitation', 134: 'RouterAdvertisement', 135: 'NeighborSolicitation', 136: 'NeighborAdvertisement' };
+const ICMP6: Record<number, string> = { 1: 'DestinationUnreachable', 3: 'TimeExceeded', 128: 'EchoRequest', 129: 'EchoReply', 130: 'MulticastListenerQuery', 131: 'MulticastListenerReport', 132: 'MulticastListenerDone', 133: 'RouterSolicitation', 134: 'RouterAdvertisement', 135: 'NeighborSolicitation', 136: 'NeighborAdvertisement', 143: 'MulticastListenerReportV2' };
 
 function address(family: number, bytes: Uint8Array): string {
   return family === 2 ? `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}` : formatIPv6(bytes);
@@ -108,8 +108,17 @@ function nextUuid(): string {
   return `${uuidPrefix.slice(0, 8)}-${uuidPrefix.slice(8, 12)}-4${uuidPrefix.slice(13, 16)}-8${c.slice(1, 4)}-${c.slice(4, 16)}`;
 }
 
-/** Builds the Hubble flow for one event. `lookup` finds local endpoints by ID. */
-export function toHubbleFlow(e: FlowEventRecord, nodeName: string, lookup: (id: number) => EndpointView | undefined): HubbleFlow {
+/**
+ * Builds the Hubble flow for one event. `lookup` finds local endpoints by ID;
+ * `lookupIp` by address, for peers the datapath did not name (a drop decided
+ * before the destination lookup).
+ */
+export function toHubbleFlow(
+  e: FlowEventRecord,
+  nodeName: string,
+  lookup: (id: number) => EndpointView | undefined,
+  lookupIp: (ip: string) => EndpointView | undefined = () => undefined,
+): HubbleFlow {
   const dropped = e.verdict === 2;
   const observer = lookup(e.endpointId);
   const flow: HubbleFlow = {
@@ -159,8 +168,8 @@ export function toHubbleFlow(e: FlowEventRecord, nodeName: string, lookup: (id: 
     summary.push(`IP protocol ${e.ipProto}`);
   }
   flow.Summary = summary.join(' ');
-  const src = endpoint(lookup(e.srcEndpoint));
-  const dst = endpoint(lookup(e.dstEndpoint));
+  const src = endpoint(lookup(e.srcEndpoint) ?? (flow.IP ? lookupIp(flow.IP.source) : undefined));
+  const dst = endpoint(lookup(e.dstEndpoint) ?? (flow.IP ? lookupIp(flow.IP.destination) : undefined));
   if (src) flow.source = src;
   if (dst) flow.destination = dst;
   // Seen from the observing endpoint: leaving it is egress, reaching it is ingress.
@@ -172,7 +181,7 @@ export function toHubbleFlow(e: FlowEventRecord, nodeName: string, lookup: (id: 
 }
 
 function peer(ep: HubbleEndpoint | undefined, ip: string | undefined, port: number | undefined): string {
-  const who = ep?.pod_name ? `${ep.namespace}/${ep.pod_name}` : ip ?? '?';
+  const who = ep?.pod_name ? `${ep.namespace}/${ep.pod_name}` : ip ?? '(no IP)';
   const addr = ip ? (ip.includes(':') ? `[${ip}]` : ip) : '';
   return `${who}${ep?.pod_name && ip ? ` (${addr}${port ? `:${port}` : ''})` : port ? `:${port}` : ''}`;
 }
@@ -186,4 +195,12 @@ export function compactLine(f: HubbleFlow): string {
   const point = f.trace_observation_point ? f.trace_observation_point.toLowerCase().replace(/_/g, '-') : '';
   const verdict = f.verdict === 'DROPPED' ? `DROPPED (${f.drop_reason_desc ?? f.drop_reason})` : 'FORWARDED';
   return `${t}: ${peer(f.source, f.IP?.source, sport)} -> ${peer(f.destination, f.IP?.destination, dport)} ${point} ${verdict} (${f.Summary})`;
+}
+
+/** ARP, neighbour discovery, MLD and router discovery: link plumbing rather than workload traffic. */
+export function isControlFlow(f: HubbleFlow): boolean {
+  if (f.Summary === 'ARP') return true;
+  const icmp6 = f.l4?.ICMPv6;
+  const type = typeof icmp6?.type === 'number' ? icmp6.type : undefined;
+  return type !== undefined && type >= 130 && type <= 143;
 }

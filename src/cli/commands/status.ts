@@ -1,0 +1,38 @@
+/** `waggle status`: what the agent says about itself. */
+import type { Command } from 'commander';
+import { apiSocketPath, call } from '../client.js';
+import { outputFormat } from '../errors.js';
+
+interface Status {
+  version: string;
+  nodeName: string;
+  uptimeSeconds: number;
+  endpoints: number;
+  router: { ipv4?: string; ipv6?: string };
+  ipam: { family: number; cidr: string; used: number; capacity: string }[];
+  flows: { seen: number; buffer: number };
+  bpffsRoot: string;
+}
+
+export function registerStatus(program: Command): void {
+  program.command('status')
+    .description('show the agent\'s state: node, endpoints, address pools, flows')
+    .option('-o, --output <format>', 'text or json', 'text')
+    .option('--api-socket <path>', 'the agent\'s API socket [env WAGGLE_API_SOCKET]')
+    .action(async (opts: { output: string; apiSocket?: string }) => {
+      const output = outputFormat(opts.output, ['text', 'json'] as const);
+      const s = await call<Status>(apiSocketPath(opts.apiSocket), 'GET', '/v1/status');
+      if (output === 'json') {
+        process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write([
+        `Node:       ${s.nodeName} (waggle ${s.version}, up ${s.uptimeSeconds} s)`,
+        `Endpoints:  ${s.endpoints}`,
+        `Router:     ${[s.router.ipv4, s.router.ipv6].filter(Boolean).join(', ')}`,
+        ...s.ipam.map((p) => `IPv${p.family} pool: ${p.cidr} (${p.used} of ${p.capacity} in use)`),
+        `Flows:      ${s.flows.seen} seen, last ${s.flows.buffer} kept`,
+        `bpffs:      ${s.bpffsRoot}`,
+      ].join('\n') + '\n');
+    });
+}

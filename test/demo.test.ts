@@ -1,0 +1,29 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { skipUnlessRoot } from './helpers/root.js';
+import { CLI } from './helpers/agent.js';
+import { hostIfnameFor } from '../src/endpoint/plumbing.js';
+
+test('waggle demo runs end to end and leaves nothing behind', (t) => {
+  if (skipUnlessRoot(t)) return;
+  const prefix = `wd${process.pid % 100000}`;
+  const netnsBefore = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  const r = spawnSync(process.execPath, [CLI, 'demo', '--duration', '3', '--prefix', prefix], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, `demo failed:\n${r.stdout}\n${r.stderr}`);
+  const web = `demo/${prefix}-web`;
+  assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+:\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+:8080\\) to-endpoint FORWARDED \\(TCP Flags: SYN\\)`));
+  assert.match(r.stdout, new RegExp(`demo/${prefix}-client-2 \\(\\[fd00:201::\\d+\\]:\\d+\\) -> ${web} \\(\\[fd00:201::\\d+\\]:8080\\) to-endpoint FORWARDED`));
+  assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+\\) from-endpoint DROPPED \\(INVALID_SOURCE_IP\\)`));
+  assert.match(r.stdout, /agent ready; health, metrics and \(later\) the web UI at http:\/\/127\.0\.0\.1:\d+/);
+  const netnsAfter = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  assert.ok(!netnsAfter.includes(prefix), `namespaces left behind:\n${netnsAfter}`);
+  assert.equal(netnsAfter.split('\n').filter((l) => l.includes(prefix)).length, netnsBefore.split('\n').filter((l) => l.includes(prefix)).length);
+  const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
+  for (const name of ['web', 'client-1', 'client-2']) {
+    const ifname = hostIfnameFor('demo-node', `${prefix}-${name}`);
+    assert.ok(!links.includes(`${ifname}@`), `veth ${ifname} of ${prefix}-${name} left behind`);
+  }
+  const mounts = spawnSync('cat', ['/proc/self/mounts'], { encoding: 'utf8' }).stdout;
+  assert.ok(!/waggle-demo-/.test(mounts), 'the demo bpffs is still mounted');
+});

@@ -1,0 +1,131 @@
+/**
+ * Runs `waggle agent` as a real process for tests and benchmarks, with its own
+ * state directory, bpffs, API socket and port, and runs CLI commands against it.
+ * `remove()` stops it and runs `waggle agent --cleanup`, so nothing is left.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled CLI entry point (dist/src/cli/main.js). */
+export const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+
+let counter = 0;
+
+export interface AgentOptions {
+  nodeName?: string;
+  /** Pod CIDRs (default: a private /24 and /64 unique to this agent). */
+  podCidrs?: string[];
+  flowBuffer?: number;
+  extraArgs?: string[];
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class TestAgent {
+  readonly dir: string;
+  readonly nodeName: string;
+  readonly apiSocket: string;
+  readonly podCidrs: string[];
+  private readonly flags: string[];
+  private proc: ChildProcess | undefined;
+  private logText = '';
+  /** The http address the agent printed (`http://127.0.0.1:PORT`). */
+  url = '';
+
+  constructor(opts: AgentOptions = {}) {
+    const n = counter++;
+    this.dir = mkdtempSync(join(tmpdir(), 'waggle-agent-'));
+    this.nodeName = opts.nodeName ?? `test-${process.pid}-${n}`;
+    this.apiSocket = join(this.dir, 'api.sock');
+    const octet = 100 + ((process.pid + n) % 100);
+    this.podCidrs = opts.podCidrs ?? [`10.199.${octet}.0/24`, `fd99:${octet.toString(16)}::/64`];
+    this.flags = [
+      '--node-name', this.nodeName,
+      '--state-dir', join(this.dir, 'state'),
+      '--bpffs-root', join(this.dir, 'bpffs'),
+      '--api-socket', this.apiSocket,
+      '--http-listen', '127.0.0.1:0',
+      ...this.podCidrs.flatMap((c) => ['--pod-cidr', c]),
+      ...(opts.flowBuffer ? ['--flow-buffer', String(opts.flowBuffer)] : []),
+      ...(opts.extraArgs ?? []),
+    ];
+  }
+
+  /** The agent's log so far (JSON lines). */
+  get log(): string {
+    return this.logText;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** Starts the agent process and waits until it serves its API. */
+  async start(timeoutMs = 20_000): Promise<void> {
+    const proc = spawn(process.execPath, [CLI, 'agent', ...this.flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    await new Promise<void>((resolvePromise, reject) => {
+      const timer = setTimeout(() => reject(new Error(`agent did not become ready in ${timeoutMs} ms:\n${this.logText}`)), timeoutMs);
+      const onData = (chunk: Buffer): void => {
+        this.logText += chunk.toString('utf8');
+        const m = /listening on (http:\/\/[^"\s]+)/.exec(this.logText);
+        if (m) this.url = m[1] as string;
+        if (this.logText.includes('"agent ready"')) {
+          clearTimeout(timer);
+          resolvePromise();
+        }
+      };
+      proc.stdout?.on('data', onData);
+      proc.stderr?.on('data', onData);
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`agent exited with ${code} before it was ready:\n${this.logText}`));
+      });
+    });
+  }
+
+  /** Sends SIGTERM and waits for the process to exit. */
+  async stop(): Promise<number | null> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return p?.exitCode ?? null;
+    this.proc = undefined;
+    return new Promise((resolvePromise) => {
+      const kill = setTimeout(() => p.kill('SIGKILL'), 10_000);
+      p.once('exit', (code) => { clearTimeout(kill); resolvePromise(code); });
+      p.kill('SIGTERM');
+    });
+  }
+
+  /** Runs `waggle ARGS --api-socket …` synchronously. */
+  cli(args: string[], opts: { timeoutMs?: number; input?: string } = {}): CliResult {
+    const r = spawnSync(process.execPath, [CLI, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, WAGGLE_API_SOCKET: this.apiSocket },
+      timeout: opts.timeoutMs ?? 60_000,
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
+    });
+    return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  }
+
+  /** Like {@link cli}, throwing when the command fails; returns stdout. */
+  ok(args: string[]): string {
+    const r = this.cli(args);
+    if (r.code !== 0) throw new Error(`waggle ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** Stops the agent, runs `waggle agent --cleanup` and removes the temp directory. */
+  async remove(): Promise<void> {
+    await this.stop();
+    const r = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...this.flags], { encoding: 'utf8', timeout: 120_000 });
+    rmSync(this.dir, { recursive: true, force: true });
+    if (r.status !== 0) throw new Error(`waggle agent --cleanup failed: ${r.stderr}`);
+  }
+}
