@@ -5,30 +5,10 @@
  */
 import { formatIPv6 } from '../bpf/codec.js';
 import { dropReasonName } from '../datapath/drop-reasons.js';
+import type { FlowEvent } from '../datapath/codecs/flow-event.js';
 
-/** The decoded ring buffer record (bpf/include/flow_event.h). */
-export interface FlowEventRecord {
-  timeNs: number;
-  endpointId: number;
-  ifindex: number;
-  srcEndpoint: number;
-  dstEndpoint: number;
-  pktLen: number;
-  dropReason: number;
-  type: number;
-  obsPoint: number;
-  verdict: number;
-  family: number;
-  ipProto: number;
-  tcpFlags: number;
-  icmpType: number;
-  icmpCode: number;
-  srcPort: number;
-  dstPort: number;
-  ethProto: number;
-  srcAddr: Uint8Array;
-  dstAddr: Uint8Array;
-}
+/** The decoded ring buffer record (bpf/include/flow_event.h); `line` is not needed here. */
+export type FlowEventRecord = Omit<FlowEvent, 'line'>;
 
 /** What the agent knows about a local endpoint, for enrichment. */
 export interface EndpointView {

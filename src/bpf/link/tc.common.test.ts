@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
-import { Collection } from '../object.js';
+import { Collection, type LoadOptions } from '../object.js';
 import { u32 } from '../codec.js';
 import { PerCpuMap } from '../map.js';
 import { bpfObjectPath } from '../../datapath/objects.js';
@@ -17,7 +17,8 @@ import { libcCalls } from '../sys.js';
 import { Link, LinkType } from './link.js';
 import { attachTc, type TcAttachment } from './tc.js';
 import { attachTcx, supportsTcx, type TcDirection } from './tcx.js';
-import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../../test/helpers/netns.js';
+import { Cleanup } from '../../../test/helpers/netns.js';
+import { loadCounter as loadCounterProgram, pairTopology, type PairTopology } from '../../../test/helpers/pair.js';
 import { mountTempBpffs } from '../../../test/helpers/bpffs.js';
 import { requireTools, skipUnlessRoot } from '../../../test/helpers/root.js';
 import { ping, tcpExchange, udpExchange } from '../../../test/helpers/traffic.js';
@@ -33,36 +34,14 @@ after(() => cleanup.run());
 
 let subnet = 40;
 
-interface Topology {
-  a: Netns;
-  b: Netns;
-  /** ifindex of B's veth end, inside namespace B. */
-  ifindexB: number;
-  b4: string;
-  b6: string;
-}
+type Topology = PairTopology;
 
-/** Two fresh namespaces A and B joined by a veth; everything is removed by `cleanup`. */
 function topology(tag: string): Topology {
-  const n = subnet++;
-  const a = createNetns(`wlk-${tag}-a`);
-  cleanup.add(() => a.remove(), `netns ${a.name}`);
-  const b = createNetns(`wlk-${tag}-b`);
-  cleanup.add(() => b.remove(), `netns ${b.name}`);
-  const pair = createVethPair({
-    a: { netns: a, name: `wlk${n}a`, addrs: [`10.199.${n}.1/24`, `fd99:${n}::1/64`] },
-    b: { netns: b, name: `wlk${n}b`, addrs: [`10.199.${n}.2/24`, `fd99:${n}::2/64`] },
-  });
-  cleanup.add(() => pair.remove(), `veth wlk${n}`);
-  return { a, b, ifindexB: ifindexIn(b, `wlk${n}b`), b4: `10.199.${n}.2`, b6: `fd99:${n}::2` };
+  return pairTopology(cleanup, tag, subnet++);
 }
 
-function loadCounter(options: Parameters<typeof Collection.load>[1] = {}): { coll: Collection; counters: PerCpuMap<number, CounterValue> } {
-  const coll = Collection.load(bpfObjectPath('counter_tc'), options);
-  cleanup.add(() => coll.close(), 'counter_tc collection');
-  const counters = coll.perCpuMap('counters', u32, counterValue);
-  cleanup.add(() => counters.close(), 'counters map');
-  return { coll, counters };
+function loadCounter(options: LoadOptions = {}): ReturnType<typeof loadCounterProgram> {
+  return loadCounterProgram(cleanup, 'counter_tc', options);
 }
 
 type Counts = Record<number, number>;

@@ -5,16 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test, type TestContext } from 'node:test';
-import { Collection, type LoadOptions } from '../object.js';
-import { u32 } from '../codec.js';
+import type { LoadOptions } from '../object.js';
 import type { PerCpuMap } from '../map.js';
 import { BpfSyscallError } from '../errors.js';
-import { bpfObjectPath } from '../../datapath/objects.js';
-import { counterValue, type CounterValue } from '../../datapath/codecs/counter.js';
+import type { CounterValue } from '../../datapath/codecs/counter.js';
 import { inNetns } from '../../netlink/netns.js';
 import { LinkType, type Link } from './link.js';
 import { attachXdp, type XdpMode } from './xdp.js';
-import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../../test/helpers/netns.js';
+import { Cleanup, createNetns, ifindexIn } from '../../../test/helpers/netns.js';
+import { loadCounter as loadCounterProgram, pairTopology, type PairTopology } from '../../../test/helpers/pair.js';
 import { requireTools, skipUnlessRoot } from '../../../test/helpers/root.js';
 import { ping } from '../../../test/helpers/traffic.js';
 
@@ -27,35 +26,14 @@ after(() => cleanup.run());
 
 let subnet = 60;
 
-interface Topology {
-  a: Netns;
-  b: Netns;
-  ifindexB: number;
-  ifnameB: string;
-  b4: string;
-  b6: string;
-}
+type Topology = PairTopology;
 
 function topology(tag: string): Topology {
-  const n = subnet++;
-  const a = createNetns(`wlk-${tag}-a`);
-  cleanup.add(() => a.remove(), `netns ${a.name}`);
-  const b = createNetns(`wlk-${tag}-b`);
-  cleanup.add(() => b.remove(), `netns ${b.name}`);
-  const pair = createVethPair({
-    a: { netns: a, name: `wlk${n}a`, addrs: [`10.199.${n}.1/24`, `fd99:${n}::1/64`] },
-    b: { netns: b, name: `wlk${n}b`, addrs: [`10.199.${n}.2/24`, `fd99:${n}::2/64`] },
-  });
-  cleanup.add(() => pair.remove(), `veth wlk${n}`);
-  return { a, b, ifindexB: ifindexIn(b, `wlk${n}b`), ifnameB: `wlk${n}b`, b4: `10.199.${n}.2`, b6: `fd99:${n}::2` };
+  return pairTopology(cleanup, tag, subnet++);
 }
 
-function loadCounter(options: LoadOptions = {}): { coll: Collection; counters: PerCpuMap<number, CounterValue> } {
-  const coll = Collection.load(bpfObjectPath('counter_xdp'), options);
-  cleanup.add(() => coll.close(), 'counter_xdp collection');
-  const counters = coll.perCpuMap('counters', u32, counterValue);
-  cleanup.add(() => counters.close(), 'counters map');
-  return { coll, counters };
+function loadCounter(options: LoadOptions = {}): ReturnType<typeof loadCounterProgram> {
+  return loadCounterProgram(cleanup, 'counter_xdp', options);
 }
 
 function packets(counters: PerCpuMap<number, CounterValue>, protocol: number): number {
