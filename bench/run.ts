@@ -5,7 +5,9 @@
 type Bench = { run(opts: { json: boolean }): Promise<Record<string, number>> };
 
 const benches: Record<string, { describe: string; load: () => Promise<Bench> }> = {
+  endpoints: { describe: 'endpoint create + delete through the agent API', load: () => import('./endpoints.js') },
   ffi: { describe: 'FFI cost per call', load: () => import('./ffi.js') },
+  forwarding: { describe: 'endpoint-to-endpoint forwarding vs a Linux bridge', load: () => import('./forwarding.js') },
   maps: { describe: 'map operations on a 64k-entry hash map', load: () => import('./maps.js') },
   ringbuf: { describe: 'ring buffer consume + decode', load: () => import('./ringbuf.js') },
   testrun: { describe: 'BPF_PROG_TEST_RUN ns per packet', load: () => import('./testrun.js') },

@@ -220,8 +220,22 @@ export class Collection {
     this.programs = programs;
   }
 
-  /** Opens, configures, verifies and loads `path`. All or nothing: on error nothing stays loaded. */
+  /**
+   * Opens, configures, verifies and loads `path`. All or nothing: on error
+   * nothing stays loaded. A load the verifier abandoned because signals kept
+   * arriving (EAGAIN) is tried again, up to three times.
+   */
   static load(path: string, options: LoadOptions = {}): Collection {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return Collection.loadOnce(path, options);
+      } catch (err) {
+        if (attempt >= 3 || !(err instanceof BpfSyscallError) || err.errno !== EAGAIN) throw err;
+      }
+    }
+  }
+
+  private static loadOnce(path: string, options: LoadOptions): Collection {
     const spec = readObjectSpec(path);
     return withObject(path, (obj) => {
       const mark = libbpfLogMark();
@@ -256,7 +270,9 @@ export class Collection {
             libbpfCalls.programSetAutoload(p, false);
             continue;
           }
-          const buf = Buffer.alloc(logSize);
+          // libbpf writes into the buffer only when a load fails (it then retries with a log).
+          const buf = Buffer.allocUnsafe(logSize);
+          buf[0] = 0;
           logs.set(name, buf);
           libbpfCalls.programSetLogBuf(p, buf, logSize);
         }
@@ -383,7 +399,13 @@ function planPins(maps: Pointer[], options: LoadOptions): { map: Pointer; path: 
   });
 }
 
+const EAGAIN = 11;
+
 function loadError(path: string, errno: number, logs: Map<string, Buffer>, libbpfLog: string[]): BpfError {
+  if (errno === EAGAIN) {
+    // The verifier gives up when a signal is pending; that is no rejection.
+    return new BpfSyscallError(`load BPF object ${path} (the verifier was interrupted by signals)`, errno);
+  }
   for (const [name, buf] of logs) {
     const end = buf.indexOf(0);
     const log = buf.subarray(0, end < 0 ? buf.length : end).toString('utf8');
