@@ -18,7 +18,7 @@ import { EndpointManager } from '../endpoint/manager.js';
 import { FlowStore } from '../observe/store.js';
 import { toHubbleFlow, type HubbleRecord } from '../observe/hubble.js';
 import { VERSION } from '../version.js';
-import { serveApi } from './api-server.js';
+import { ApiError, serveApi, socketInUse } from './api-server.js';
 import { agentRoutes } from './routes.js';
 import type { AgentConfig } from './config.js';
 
@@ -60,6 +60,10 @@ export interface RunningAgent {
 /** Starts the agent; resolves once it serves its API. */
 export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: cfg.logLevel, base: { node: cfg.nodeName } })): Promise<RunningAgent> {
   if (process.getuid?.() !== 0) log.warn('not running as root: the datapath needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN');
+  // Before touching any state: another agent answering on our socket owns it all.
+  if (await socketInUse(cfg.apiSocket)) {
+    throw new ApiError(409, 'AGENT_RUNNING', `another agent is already serving ${cfg.apiSocket}: stop it or choose another --api-socket`);
+  }
   mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
   const mounted = ensureBpffs(cfg.bpffsRoot, { mount: true });
   if (mounted) log.info({ bpffs: cfg.bpffsRoot }, 'mounted a BPF filesystem');
@@ -97,7 +101,15 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     flows: { seen: flows.seen, buffer: flows.capacity },
     bpffsRoot: cfg.bpffsRoot,
   });
-  const api = await serveApi(cfg.apiSocket, agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
+  let api: Awaited<ReturnType<typeof serveApi>>;
+  try {
+    api = await serveApi(cfg.apiSocket, agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
+  } catch (err) {
+    clearInterval(lostTimer);
+    await ring.stop();
+    ring.close();
+    throw err;
+  }
   log.info({ socket: cfg.apiSocket }, 'API listening');
 
   const http = createServer((req, res) => {

@@ -88,7 +88,7 @@ function send(res: ServerResponse, status: number, value: unknown): void {
 }
 
 /** Is something already answering on the unix socket at `path`? */
-function socketInUse(path: string): Promise<boolean> {
+export function socketInUse(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => { c.destroy(); resolve(true); });

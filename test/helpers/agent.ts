@@ -71,13 +71,16 @@ export class TestAgent {
   async start(timeoutMs = 20_000): Promise<void> {
     const proc = spawn(process.execPath, [CLI, 'agent', ...this.flags], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
+    // Only this start's log counts (a restart appends to the earlier one).
+    const from = this.logText.length;
     await new Promise<void>((resolvePromise, reject) => {
       const timer = setTimeout(() => reject(new Error(`agent did not become ready in ${timeoutMs} ms:\n${this.logText}`)), timeoutMs);
       const onData = (chunk: Buffer): void => {
         this.logText += chunk.toString('utf8');
-        const m = /listening on (http:\/\/[^"\s]+)/.exec(this.logText);
+        const mine = this.logText.slice(from);
+        const m = /listening on (http:\/\/[^"\s]+)/.exec(mine);
         if (m) this.url = m[1] as string;
-        if (this.logText.includes('"agent ready"')) {
+        if (mine.includes('"agent ready"')) {
           clearTimeout(timer);
           resolvePromise();
         }
@@ -94,7 +97,10 @@ export class TestAgent {
   /** Sends SIGTERM and waits for the process to exit. */
   async stop(): Promise<number | null> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return p?.exitCode ?? null;
+    if (!p || p.exitCode !== null || p.signalCode !== null) {
+      this.proc = undefined;
+      return p?.exitCode ?? null;
+    }
     this.proc = undefined;
     return new Promise((resolvePromise) => {
       const kill = setTimeout(() => p.kill('SIGKILL'), 10_000);

@@ -18,6 +18,11 @@ export function registerObserve(program: Command): void {
       if (opts.last) q.set('last', opts.last);
       if (opts.follow) q.set('follow', 'true');
       const abort = new AbortController();
+      // `waggle observe | head`: a closed pipe ends the command quietly.
+      process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') { abort.abort(); process.exit(0); }
+        throw err;
+      });
       const onSignal = (): void => abort.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
