@@ -11,10 +11,17 @@
  * another local endpoint go straight into that endpoint's namespace with
  * bpf_redirect_peer; everything else goes to the node's stack.
  *
- * One object serves every endpoint: the endpoint's identity comes in as
- * load-time constants. The maps are shared by all endpoints (the agent pins
- * them). Per-packet work is O(1): a fixed parse, one hash lookup of the
- * destination, one per-CPU counter, one LRU lookup for event aggregation.
+ * One pair of loaded programs serves every endpoint on the node: the agent
+ * loads (and pins) them once and attaches the same programs to every
+ * endpoint's veth. Which endpoint a packet belongs to comes from the
+ * `lxc_config` map, keyed by the veth's ifindex (skb->ifindex at both hooks);
+ * a device without an entry has its packets dropped. Only what is per agent
+ * (the virtual router's addresses, the trace interval) is a load-time
+ * constant. The maps are shared by all endpoints (the agent pins them).
+ * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
+ * of the destination, one per-CPU counter, one LRU lookup for event
+ * aggregation; headers are pulled into the linear area only when they are
+ * not there already.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -31,18 +38,26 @@
 #include "endpoints.h"
 #include "flow.h"
 #include "drop.h"
+#include "lxc_config.h"
 
 BTF_EXPORT(struct flow_event, flow_event);
 
-/* The endpoint these programs serve (set per endpoint at load time).
- * Addresses are in network byte order; zero means "no address of that family". */
-const volatile __u32 endpoint_id = 0;
-const volatile __u32 ep_ipv4 = 0;
-const volatile __u32 ep_ipv6[4] = {};
-/* The endpoint's MAC, and the host-side veth's MAC (the router MAC it sees). */
-const volatile __u8 ep_mac[ETH_ALEN] = {};
-const volatile __u8 host_mac[ETH_ALEN] = {};
-/* The virtual gateway addresses the endpoint routes through. */
+/* Host-side veth ifindex -> the endpoint behind it (written by the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LXC_CONFIG_MAX);
+	__type(key, __u32);
+	__type(value, struct lxc_config);
+} lxc_config SEC(".maps");
+
+/* The endpoint behind host-side veth `ifindex`, or NULL. */
+static __always_inline const struct lxc_config *lookup_lxc_config(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&lxc_config, &ifindex);
+}
+
+/* The virtual gateway addresses every endpoint routes through (per agent, set
+ * at load time). Network byte order; zero means "none of that family". */
 const volatile __u32 router_ipv4 = 0;
 const volatile __u32 router_ipv6[4] = {};
 
@@ -54,7 +69,48 @@ static __always_inline int ipv6_eq_const(const __u8 *a, const volatile __u32 *b)
 	return w[0] == b[0] && w[1] == b[1] && w[2] == b[2] && w[3] == b[3];
 }
 
-static __always_inline int handle_arp(struct __sk_buff *skb, struct pkt_info *pi)
+static __always_inline int ipv6_eq(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
+/* Fills `pi` from whatever headers of the frame are there (for events). */
+static __always_inline void parse_frame(struct pkt_info *pi, void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return;
+	pi->eth_proto = bpf_ntohs(eth->h_proto);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) <= data_end)
+			parse_ipv4(pi, ip, data_end);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) <= data_end)
+			parse_ipv6(pi, ip6, data_end);
+	}
+}
+
+/* A packet on a device the agent has no endpoint for (attached by mistake,
+ * or its entry removed before the programs were detached): dropped. */
+static __always_inline int drop_unconfigured(struct __sk_buff *skb, struct pkt_info *pi)
+{
+	parse_frame(pi, pkt_data(skb), pkt_end(skb));
+	return drop(skb, pi, DROP_NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION);
+}
+
+static __always_inline int handle_arp(struct __sk_buff *skb, struct pkt_info *pi,
+				      const struct lxc_config *cfg)
 {
 	void *data = pkt_data(skb), *data_end = pkt_end(skb);
 	struct ethhdr *eth = data;
@@ -67,19 +123,32 @@ static __always_inline int handle_arp(struct __sk_buff *skb, struct pkt_info *pi
 	__builtin_memcpy(&tpa, arp->tpa, 4);
 	__builtin_memcpy(pi->saddr, &spa, 4);
 	__builtin_memcpy(pi->daddr, &tpa, 4);
-	if (!mac_eq(arp->sha, ep_mac))
+	if (!mac_eq(arp->sha, cfg->mac))
 		return drop(skb, pi, DROP_INVALID_SOURCE_MAC);
 	/* 0.0.0.0 is an ARP probe (RFC 5227). */
-	if (spa != ep_ipv4 && spa != 0)
+	if (spa != cfg->ipv4 && spa != 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
 	if (arp->op == bpf_htons(ARPOP_REQUEST) && tpa == router_ipv4 && router_ipv4 != 0) {
-		arp_make_reply(eth, arp, host_mac, router_ipv4);
+		arp_make_reply(eth, arp, cfg->host_mac, router_ipv4);
 		metrics_count(REASON_FORWARDED, pi->direction, skb->len);
 		return bpf_redirect(skb->ifindex, 0);
 	}
 	/* Other ARP (gratuitous announcements, ...): the stack ignores it. */
 	metrics_count(REASON_FORWARDED, pi->direction, skb->len);
 	return TC_ACT_OK;
+}
+
+/* TTL - 1 with the header checksum updated in place, as the kernel's
+ * ip_decrease_ttl() does: TTL is the high byte of a checksummed 16-bit word,
+ * so the (complemented) checksum grows by 0x0100, with the end-around carry.
+ * No helper call and no checksum recomputation. */
+static __always_inline void ipv4_decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = (__u32)ip->check;
+
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xffff));
+	ip->ttl--;
 }
 
 /* Delivers to a local endpoint: router MACs, TTL - 1 with the checksum fixed. */
@@ -90,7 +159,6 @@ static __always_inline int forward_ipv4(struct __sk_buff *skb, struct pkt_info *
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	__u32 ifindex = dst->ifindex, dst_id = dst->endpoint_id;
-	__u16 old, new;
 
 	if ((void *)(ip + 1) > data_end)
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
@@ -98,17 +166,13 @@ static __always_inline int forward_ipv4(struct __sk_buff *skb, struct pkt_info *
 		return drop(skb, pi, DROP_TTL_EXCEEDED);
 	__builtin_memcpy(eth->h_source, dst->node_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
-	/* TTL and protocol form one 16-bit word of the header checksum. */
-	old = *(__u16 *)&ip->ttl;
-	ip->ttl--;
-	new = *(__u16 *)&ip->ttl;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2) < 0)
-		return drop(skb, pi, DROP_ERROR_WHILE_CORRECTING_L3_CHECKSUM);
-	trace_forward(skb, pi, OBS_TO_ENDPOINT, endpoint_id, dst_id);
+	ipv4_decrease_ttl(ip);
+	trace_forward(skb, pi, OBS_TO_ENDPOINT, pi->endpoint_id, dst_id);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
-static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *pi)
+static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *pi,
+				       const struct lxc_config *cfg)
 {
 	void *data = pkt_data(skb), *data_end = pkt_end(skb);
 	struct iphdr *ip = data + ETH_HLEN;
@@ -122,12 +186,13 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
 	saddr = ip->saddr;
 	daddr = ip->daddr;
-	if (saddr != ep_ipv4 || ep_ipv4 == 0)
+	if (saddr != cfg->ipv4 || cfg->ipv4 == 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
 	dst = lookup_endpoint4(daddr);
 	if (dst)
 		return forward_ipv4(skb, pi, dst);
-	trace_forward(skb, pi, OBS_TO_STACK, endpoint_id, 0);
+	/* Not local (the lookup just said so): no second lookup for the event. */
+	trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, TRACE_EP_NONE);
 	return TC_ACT_OK;
 }
 
@@ -147,7 +212,7 @@ static __always_inline int forward_ipv6(struct __sk_buff *skb, struct pkt_info *
 	__builtin_memcpy(eth->h_source, dst->node_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
 	ip6->hop_limit--;
-	trace_forward(skb, pi, OBS_TO_ENDPOINT, endpoint_id, dst_id);
+	trace_forward(skb, pi, OBS_TO_ENDPOINT, pi->endpoint_id, dst_id);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
@@ -162,7 +227,8 @@ static __always_inline int icmp6_link_control(const struct pkt_info *pi)
 	return (pi->icmp_type >= 130 && pi->icmp_type <= 137) || pi->icmp_type == 143;
 }
 
-static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *pi)
+static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *pi,
+				       const struct lxc_config *cfg)
 {
 	void *data = pkt_data(skb), *data_end = pkt_end(skb);
 	struct ethhdr *eth = data;
@@ -176,7 +242,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 	l4 = parse_ipv6(pi, ip6, data_end);
 	if (ip6->version != 6)
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
-	own_src = ipv6_eq_const(pi->saddr, ep_ipv6) && !ipv6_is_unspecified(pi->saddr);
+	own_src = ipv6_eq(pi->saddr, cfg->ipv6) && !ipv6_is_unspecified(pi->saddr);
 
 	/* Neighbor solicitation for the router: answer it here. */
 	if (l4 && pi->proto == IPPROTO_ICMPV6 && pi->icmp_type == NDP_NS && pi->icmp_code == 0 &&
@@ -193,7 +259,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 				return drop(skb, pi, DROP_INVALID_SOURCE_IP);
 			__builtin_memcpy(req_mac, eth->h_source, ETH_ALEN);
 			__builtin_memcpy(ns_src, pi->saddr, 16);
-			if (ndp_reply_na(skb, req_mac, ns_src, router_ipv6, host_mac) < 0)
+			if (ndp_reply_na(skb, req_mac, ns_src, router_ipv6, cfg->host_mac) < 0)
 				return drop(skb, pi, DROP_ERROR_WRITING_TO_PACKET);
 			metrics_count(REASON_FORWARDED, pi->direction, skb->len);
 			return bpf_redirect(skb->ifindex, 0);
@@ -205,7 +271,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		 * only ever goes to the node's stack. */
 		if ((ipv6_is_link_local(pi->saddr) || ipv6_is_unspecified(pi->saddr)) &&
 		    icmp6_link_control(pi)) {
-			trace_forward(skb, pi, OBS_TO_STACK, endpoint_id, 0);
+			trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, 0);
 			return TC_ACT_OK;
 		}
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
@@ -213,7 +279,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 	dst = lookup_endpoint6(pi->daddr);
 	if (dst)
 		return forward_ipv6(skb, pi, dst);
-	trace_forward(skb, pi, OBS_TO_STACK, endpoint_id, 0);
+	trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, TRACE_EP_NONE);
 	return TC_ACT_OK;
 }
 
@@ -221,26 +287,31 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
 {
-	struct pkt_info pi = { .endpoint_id = endpoint_id, .direction = METRIC_EGRESS };
+	struct pkt_info pi = { .direction = METRIC_EGRESS };
+	const struct lxc_config *cfg;
 	struct ethhdr *eth;
 	void *data_end;
 
 	pkt_pull_headers(skb);
+	cfg = lookup_lxc_config(skb->ifindex);
+	if (!cfg)
+		return drop_unconfigured(skb, &pi);
+	pi.endpoint_id = cfg->endpoint_id;
 	eth = pkt_data(skb);
 	data_end = pkt_end(skb);
 	if ((void *)(eth + 1) > data_end)
 		return drop(skb, &pi, DROP_INVALID_PACKET_DROPPED);
 	pi.eth_proto = bpf_ntohs(eth->h_proto);
-	if (!mac_eq(eth->h_source, ep_mac))
+	if (!mac_eq(eth->h_source, cfg->mac))
 		return drop(skb, &pi, DROP_INVALID_SOURCE_MAC);
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
-		return handle_ipv4(skb, &pi);
+		return handle_ipv4(skb, &pi, cfg);
 	case bpf_htons(ETH_P_IPV6):
-		return handle_ipv6(skb, &pi);
+		return handle_ipv6(skb, &pi, cfg);
 	case bpf_htons(ETH_P_ARP):
-		return handle_arp(skb, &pi);
+		return handle_arp(skb, &pi, cfg);
 	default:
 		return drop(skb, &pi, DROP_UNSUPPORTED_L3_PROTOCOL);
 	}
@@ -251,30 +322,16 @@ int from_endpoint(struct __sk_buff *skb)
 SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
 {
-	struct pkt_info pi = { .endpoint_id = endpoint_id, .direction = METRIC_INGRESS };
-	struct ethhdr *eth;
-	void *data_end;
+	struct pkt_info pi = { .direction = METRIC_INGRESS };
+	const struct lxc_config *cfg;
 
 	pkt_pull_headers(skb);
-	eth = pkt_data(skb);
-	data_end = pkt_end(skb);
-	if ((void *)(eth + 1) > data_end) {
-		metrics_count(REASON_FORWARDED, pi.direction, skb->len);
-		return TC_ACT_OK;
-	}
-	pi.eth_proto = bpf_ntohs(eth->h_proto);
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-
-		if ((void *)(ip + 1) <= data_end)
-			parse_ipv4(&pi, ip, data_end);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-		if ((void *)(ip6 + 1) <= data_end)
-			parse_ipv6(&pi, ip6, data_end);
-	}
-	trace_forward(skb, &pi, OBS_TO_ENDPOINT, 0, endpoint_id);
+	cfg = lookup_lxc_config(skb->ifindex);
+	if (!cfg)
+		return drop_unconfigured(skb, &pi);
+	pi.endpoint_id = cfg->endpoint_id;
+	parse_frame(&pi, pkt_data(skb), pkt_end(skb));
+	trace_forward(skb, &pi, OBS_TO_ENDPOINT, 0, pi.endpoint_id);
 	return TC_ACT_OK;
 }
 

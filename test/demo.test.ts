@@ -14,7 +14,7 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   const web = `demo/${prefix}-web`;
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+:\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+:8080\\) to-endpoint FORWARDED \\(TCP Flags: SYN\\)`));
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-2 \\(\\[fd00:201::\\d+\\]:\\d+\\) -> ${web} \\(\\[fd00:201::\\d+\\]:8080\\) to-endpoint FORWARDED`));
-  assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+\\) from-endpoint DROPPED \\(INVALID_SOURCE_IP\\)`));
+  assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+\\) drop DROPPED \\(INVALID_SOURCE_IP\\)`));
   assert.match(r.stdout, /agent ready; health, metrics and \(later\) the web UI at http:\/\/127\.0\.0\.1:\d+/);
   const netnsAfter = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
   assert.ok(!netnsAfter.includes(prefix), `namespaces left behind:\n${netnsAfter}`);

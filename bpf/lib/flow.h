@@ -70,7 +70,7 @@ struct {
 struct pkt_info {
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 endpoint_id;  /* the observing endpoint (the program's constant) */
+	__u32 endpoint_id;  /* the observing endpoint (from `lxc_config`; 0 when unknown) */
 	__u16 eth_proto;    /* host order */
 	__u16 sport;        /* host order */
 	__u16 dport;
@@ -269,9 +269,13 @@ static __always_inline __u32 local_endpoint_id(const struct pkt_info *pi, const 
 	return ep ? ep->endpoint_id : 0;
 }
 
+/* trace_forward()'s src_ep/dst_ep when the caller knows the address is not a
+ * local endpoint's (it has just looked it up): reported as 0, not looked up. */
+#define TRACE_EP_NONE 0xffffffffU
+
 /* Records a forwarded packet: counts it and, subject to monitor aggregation,
  * emits a trace event. A zero src_ep/dst_ep is resolved from the endpoints
- * map only when an event is actually emitted. */
+ * map only when an event is actually emitted; TRACE_EP_NONE is reported as 0. */
 static __always_inline void trace_forward(struct __sk_buff *skb, const struct pkt_info *pi,
 					  __u8 obs_point, __u32 src_ep, __u32 dst_ep)
 {
@@ -280,8 +284,12 @@ static __always_inline void trace_forward(struct __sk_buff *skb, const struct pk
 		return;
 	if (!src_ep)
 		src_ep = local_endpoint_id(pi, pi->saddr);
+	else if (src_ep == TRACE_EP_NONE)
+		src_ep = 0;
 	if (!dst_ep)
 		dst_ep = local_endpoint_id(pi, pi->daddr);
+	else if (dst_ep == TRACE_EP_NONE)
+		dst_ep = 0;
 	emit_event(skb, pi, FLOW_EVENT_TRACE, obs_point, VERDICT_FORWARDED, 0, src_ep, dst_ep, 0);
 }
 

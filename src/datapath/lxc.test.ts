@@ -1,14 +1,16 @@
 /**
  * The endpoint datapath (bpf/lxc.bpf.c): crafted frames through
- * BPF_PROG_TEST_RUN, then real traffic between three endpoint namespaces
+ * BPF_PROG_TEST_RUN (on the devices of a throw-away namespace, so skb->ifindex picks the
+ * `lxc_config` entry), then real traffic between three endpoint namespaces
  * joined to a node namespace by veths, with no bridge and no address on the
- * host side (the gateway's ARP and neighbor answers come from eBPF).
+ * host side (the gateway's ARP and neighbor answers come from eBPF), all
+ * served by one pair of programs loaded once.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
 import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
-import type { Collection } from '../bpf/object.js';
 import type { BpfMap, PerCpuMap } from '../bpf/map.js';
 import { RingBuffer } from '../bpf/ringbuf.js';
 import { Link } from '../bpf/link/link.js';
@@ -18,11 +20,12 @@ import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
 import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
 import { ping, tcpExchange, udpExchange } from '../../test/helpers/traffic.js';
 import {
-  attachEndpointPrograms, decodeFlowEvent, detachEndpointPrograms, endpointLinkDir, endpointsMap, loadEndpointPrograms,
-  metricsMap, openEvents, type DecodedFlowEvent, type EndpointProgramsConfig,
+  attachEndpoint, decodeFlowEvent, detachEndpointPrograms, endpointAttached, endpointLinkDir, endpointProgramsDir,
+  endpointsMap, loadEndpointDatapath, lxcConfigMap, metricsMap, openEvents,
+  type DecodedFlowEvent, type EndpointConfig, type EndpointDatapath, type EndpointDatapathConfig,
 } from './lxc.js';
 import type { EndpointInfo } from './codecs/endpoint.js';
-import { METRIC_EGRESS, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
+import { METRIC_EGRESS, METRIC_INGRESS, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
 import {
   FLOW_EVENT_DROP, FLOW_EVENT_TRACE, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT, OBS_TO_STACK, VERDICT_DROPPED, VERDICT_FORWARDED,
 } from './codecs/flow-event.js';
@@ -35,6 +38,7 @@ const INVALID_SOURCE_MAC = dropReasonCode('INVALID_SOURCE_MAC');
 const INVALID_SOURCE_IP = dropReasonCode('INVALID_SOURCE_IP');
 const UNSUPPORTED_L3_PROTOCOL = dropReasonCode('UNSUPPORTED_L3_PROTOCOL');
 const TTL_EXCEEDED = dropReasonCode('TTL_EXCEEDED');
+const NO_CONFIG = dropReasonCode('NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION');
 
 // ---------------------------------------------------------------------------
 // Frame building and checking
@@ -163,35 +167,55 @@ function drainEvents(rb: RingBuffer): DecodedFlowEvent[] {
   return out;
 }
 
+/** `struct __sk_buff` for BPF_PROG_TEST_RUN: all zero but `ifindex` (the device the packet is on). */
+function skbCtx(ifindex: number): Buffer {
+  const ctx = Buffer.alloc(192); // sizeof(struct __sk_buff)
+  ctx.writeUInt32LE(ifindex, 40); // offsetof(struct __sk_buff, ifindex)
+  return ctx;
+}
+
 describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
-  const EP: EndpointProgramsConfig = {
-    pinDir: '',
+  const DP: EndpointDatapathConfig = { pinDir: '', routerIpv4: '10.199.250.1', routerIpv6: 'fd99:250::1' };
+  const EP = {
     endpointId: 7,
     ipv4: '10.199.200.7',
     ipv6: 'fd99:200::7',
     mac: '02:00:00:00:00:07',
     hostMac: '02:00:00:00:01:07',
-    routerIpv4: '10.199.250.1',
-    routerIpv6: 'fd99:250::1',
+    routerIpv4: DP.routerIpv4 as string,
+    routerIpv6: DP.routerIpv6 as string,
   };
   const PEER: EndpointInfo = { ifindex: 4242, endpointId: 8, mac: '02:00:00:00:00:08', nodeMac: '02:00:00:00:01:08', flags: 0 };
-  let coll: Collection;
+  let dp: EndpointDatapath;
   let rb: RingBuffer;
   let fs: TempBpffs;
   let metrics: PerCpuMap<MetricsKey, MetricsValue>;
+  /** Where the test runs happen: a namespace with two devices (a veth pair), the endpoint's and one nobody configured. */
+  let runNs: Netns;
+  let epIfindex: number;
+  let strangerIfindex: number;
 
   before(() => {
     if (!isRoot) return;
     fs = mountTempBpffs();
     cleanup.add(() => fs.unmount(), 'bpffs');
-    EP.pinDir = join(fs.path, 'waggle');
-    coll = loadEndpointPrograms(EP);
-    cleanup.add(() => coll.close(), 'lxc collection');
-    rb = RingBuffer.open(coll.mapFd('events'));
+    DP.pinDir = join(fs.path, 'waggle');
+    dp = loadEndpointDatapath(DP);
+    cleanup.add(() => dp.close(), 'endpoint datapath');
+    rb = openEvents(DP.pinDir);
     cleanup.add(() => rb.close(), 'events reader');
-    metrics = metricsMap(EP.pinDir);
+    metrics = metricsMap(DP.pinDir);
     cleanup.add(() => metrics.close(), 'metrics map');
-    const eps = endpointsMap(EP.pinDir);
+    runNs = createNetns('wg-lxc-run');
+    cleanup.add(() => runNs.remove(), 'test-run netns');
+    createVethPair({ a: { netns: runNs, name: 'wgdep' }, b: { netns: runNs, name: 'wgdx' } });
+    epIfindex = ifindexIn(runNs, 'wgdep');
+    strangerIfindex = ifindexIn(runNs, 'wgdx');
+    // What attachEndpoint writes first; the programs are run directly, not attached.
+    dp.config.update(epIfindex, {
+      endpointId: EP.endpointId, ipv4: EP.ipv4, ipv6: EP.ipv6, mac: EP.mac, hostMac: EP.hostMac, flags: 0,
+    });
+    const eps = endpointsMap(DP.pinDir);
     try {
       eps.update('10.199.200.8', PEER);
       eps.update('fd99:200::8', PEER);
@@ -200,11 +224,65 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
     }
   });
 
-  const run = (frame: Buffer): { retval: number; data: Buffer; events: DecodedFlowEvent[] } => {
+  const runOn = (program: 'from_endpoint' | 'to_endpoint', frame: Buffer, ifindex: number): { retval: number; data: Buffer; events: DecodedFlowEvent[] } => {
     rb.skip();
-    const r = coll.program('from_endpoint').testRun({ data: frame });
+    const r = inNetns(runNs.path, () => dp.program(program).testRun({ data: frame, ctx: skbCtx(ifindex), ctxOutSize: 256 }));
     return { retval: r.retval, data: r.data, events: drainEvents(rb) };
   };
+  const run = (frame: Buffer): { retval: number; data: Buffer; events: DecodedFlowEvent[] } => runOn('from_endpoint', frame, epIfindex);
+
+  test('a device without an lxc_config entry: every packet dropped (NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION), both ways', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const frame = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(1000, 2000)));
+    const key = { reason: NO_CONFIG, direction: METRIC_EGRESS };
+    const before = metrics.lookupSum(key)?.packets ?? 0;
+    for (const f of [frame, arpRequest(EP.mac, '10.199.200.7', '10.199.250.1')]) {
+      const r = runOn('from_endpoint', f, strangerIfindex);
+      assert.equal(r.retval, TC_ACT_SHOT);
+      assert.equal(r.events.length, 1);
+      const e = r.events[0] as DecodedFlowEvent;
+      assert.deepEqual(
+        [e.typeName, e.verdictName, e.dropReason, e.dropReasonName, e.obsPointName, e.endpointId, e.srcEndpoint, e.ifindex],
+        ['DROP', 'DROPPED', 165, 'NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION', 'FROM_ENDPOINT', 0, 0, strangerIfindex],
+      );
+    }
+    assert.equal((metrics.lookupSum(key)?.packets ?? 0) - before, 2);
+    // The event still says what the packet was.
+    const e = runOn('from_endpoint', frame, strangerIfindex).events[0] as DecodedFlowEvent;
+    assert.deepEqual([e.srcIp, e.dstIp, e.ipProto, e.srcPort, e.dstPort], ['10.199.200.7', '10.199.200.8', 17, 1000, 2000]);
+
+    const toKey = { reason: NO_CONFIG, direction: METRIC_INGRESS };
+    const beforeTo = metrics.lookupSum(toKey)?.packets ?? 0;
+    const down = runOn('to_endpoint', eth(EP.mac, EP.hostMac, 0x0800, ipv4('10.199.201.1', '10.199.200.7', 6, tcp(80, 40000, 0x12))), strangerIfindex);
+    assert.equal(down.retval, TC_ACT_SHOT);
+    assert.deepEqual([down.events[0]?.dropReason, down.events[0]?.obsPointName, down.events[0]?.dstEndpoint], [NO_CONFIG, 'TO_ENDPOINT', 0]);
+    assert.equal((metrics.lookupSum(toKey)?.packets ?? 0) - beforeTo, 1);
+
+    // The same frames on the configured device pass.
+    assert.equal(run(frame).retval, TC_ACT_REDIRECT);
+    const up = runOn('to_endpoint', eth(EP.mac, EP.hostMac, 0x0800, ipv4('10.199.201.1', '10.199.200.7', 6, tcp(80, 40001, 0x12))), epIfindex);
+    assert.equal(up.retval, TC_ACT_OK);
+    assert.deepEqual([up.events[0]?.typeName, up.events[0]?.endpointId, up.events[0]?.dstEndpoint], ['TRACE', 7, 7]);
+  });
+
+  test('the lxc_config entry is the endpoint\'s identity: a change applies to the next packet, no reload', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const frame = eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(1001, 2000)));
+    const cfg = dp.config.lookup(epIfindex);
+    assert.ok(cfg);
+    try {
+      dp.config.update(epIfindex, { ...cfg, ipv4: '10.199.200.9' });
+      const r = run(frame);
+      assert.equal(r.retval, TC_ACT_SHOT);
+      assert.equal(r.events[0]?.dropReason, INVALID_SOURCE_IP);
+      dp.config.update(epIfindex, { ...cfg, endpointId: 9 });
+      const ok = run(eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.200.8', 17, udp(1002, 2000))));
+      assert.equal(ok.retval, TC_ACT_REDIRECT);
+      assert.deepEqual([ok.events[0]?.endpointId, ok.events[0]?.srcEndpoint], [9, 9]);
+    } finally {
+      dp.config.update(epIfindex, cfg);
+    }
+  });
 
   test('ARP request for the router IP: answered in place and sent back out (TC_ACT_REDIRECT)', (t) => {
     if (skipUnlessRoot(t)) return;
@@ -395,8 +473,11 @@ interface Endpoint {
   hostIf: string;
   hostIfindex: number;
   hostMac: string;
-  coll?: Collection;
 }
+
+const endpointConfig = (ep: Endpoint): EndpointConfig => ({
+  endpointId: ep.id, hostIfindex: ep.hostIfindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac,
+});
 
 const ROUTER4 = '10.199.250.1';
 const ROUTER6 = 'fd99:250::1';
@@ -410,6 +491,7 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
   let node: Netns;
   let fs: TempBpffs;
   let pinDir: string;
+  let dp: EndpointDatapath;
   const eps: Endpoint[] = [];
   let rb: RingBuffer;
   const events: DecodedFlowEvent[] = [];
@@ -440,16 +522,13 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     }
   });
 
-  test('load, attach (tcx, pinned) and fill the endpoints map', (t) => {
+  test('load once, attach to every endpoint (tcx, pinned) and fill the endpoints map', (t) => {
     if (skipUnlessRoot(t) || requireTools(t, 'ip', 'ping')) return;
+    dp = loadEndpointDatapath({ pinDir, routerIpv4: ROUTER4, routerIpv6: ROUTER6 });
+    cleanup.add(() => dp.close(), 'endpoint datapath');
+    assert.equal(dp.reused, false, 'nothing pinned yet: loaded');
     for (const ep of eps) {
-      const coll = loadEndpointPrograms({
-        pinDir, endpointId: ep.id, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac,
-        routerIpv4: ROUTER4, routerIpv6: ROUTER6,
-      });
-      ep.coll = coll;
-      cleanup.add(() => coll.close(), `collection of endpoint ${ep.id}`);
-      const att = inNetns(node.path, () => attachEndpointPrograms(coll, ep.hostIfindex));
+      const att = inNetns(node.path, () => attachEndpoint(dp, endpointConfig(ep)));
       cleanup.add(() => { detachEndpointPrograms(pinDir, ep.id); }, `links of endpoint ${ep.id}`);
       assert.equal(att.ingress.kind, 'tcx');
       assert.ok(att.pinnedAt, 'tcx links are pinned');
@@ -457,6 +536,17 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
       // The handles can go: the pins keep the programs attached.
       att.ingress.close();
       att.egress.close();
+      assert.ok(endpointAttached(dp, endpointConfig(ep)));
+    }
+    const configs = lxcConfigMap(pinDir);
+    try {
+      assert.deepEqual(
+        [...configs.entries()].sort(([a], [b]) => a - b),
+        eps.map((ep) => [ep.hostIfindex, { endpointId: ep.id, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, flags: 0 }]).sort(([a], [b]) => (a as number) - (b as number)),
+        'one lxc_config entry per host-side veth',
+      );
+    } finally {
+      configs.close();
     }
     const map: BpfMap<string, EndpointInfo> = endpointsMap(pinDir);
     try {
@@ -482,6 +572,28 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
       ep.ns.exec(['ip', '-6', 'route', 'add', ROUTER6, 'dev', 'eth0']);
       ep.ns.exec(['ip', '-6', 'route', 'add', 'default', 'via', ROUTER6]);
     }
+  });
+
+  test('one pair of programs serves every endpoint: the same program ids on every veth', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const ids = { from_endpoint: dp.program('from_endpoint').info().id, to_endpoint: dp.program('to_endpoint').info().id };
+    assert.notEqual(ids.from_endpoint, ids.to_endpoint);
+    for (const ep of eps) {
+      for (const prog of ['from_endpoint', 'to_endpoint'] as const) {
+        const l = Link.openPinned(join(endpointLinkDir(pinDir, ep.id), prog));
+        try {
+          assert.equal(l.programId, ids[prog], `${prog} of endpoint ${ep.id} runs the shared program`);
+          assert.equal(l.info().ifindex, ep.hostIfindex);
+        } finally {
+          l.close();
+        }
+      }
+    }
+    // And they are pinned, once.
+    const builds = readdirSync(endpointProgramsDir(pinDir));
+    assert.equal(builds.length, 1);
+    assert.deepEqual(readdirSync(join(endpointProgramsDir(pinDir), builds[0] as string)).sort(), ['from_endpoint', 'to_endpoint']);
+    assert.equal(dp.programDir, join(endpointProgramsDir(pinDir), builds[0] as string));
   });
 
   test('the node has no bridge and no address on any endpoint veth', (t) => {
@@ -612,7 +724,52 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     assert.equal(await ping(a.ns, b.ipv4, 1), 1);
   });
 
-  test('attaching again keeps the same links; new programs replace them without a gap; detach stops delivery', async (t) => {
+  test('a veth whose lxc_config entry is gone drops everything (NO_CONFIGURATION_...); attaching again restores it', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const c = eps[2] as Endpoint;
+    const a = eps[0] as Endpoint;
+    collect();
+    events.length = 0;
+    assert.ok(dp.config.delete(c.hostIfindex));
+    assert.equal(endpointAttached(dp, endpointConfig(c)), false, 'not attached as it should be without its entry');
+    assert.equal(await ping(c.ns, a.ipv4, 1), 0, 'nothing leaves the endpoint');
+    const drops = collect().filter((e) => e.type === FLOW_EVENT_DROP && e.ifindex === c.hostIfindex);
+    assert.ok(drops.length > 0, 'drops reported');
+    for (const e of drops) assert.deepEqual([e.dropReason, e.endpointId], [NO_CONFIG, 0]);
+    const att = inNetns(node.path, () => attachEndpoint(dp, endpointConfig(c)));
+    att.ingress.close();
+    att.egress.close();
+    assert.ok(endpointAttached(dp, endpointConfig(c)));
+    assert.equal(await ping(c.ns, a.ipv4, 1), 1);
+  });
+
+  test('an agent restart reuses the pinned programs (the same ids); attaching again keeps the same links', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const ids = [dp.program('from_endpoint').info().id, dp.program('to_endpoint').info().id];
+    const a = eps[0] as Endpoint;
+    const pin = join(endpointLinkDir(pinDir, a.id), 'from_endpoint');
+    const linkId = (): number => {
+      const l = Link.openPinned(pin);
+      try {
+        return l.id;
+      } finally {
+        l.close();
+      }
+    };
+    const firstLink = linkId();
+    // Every handle goes, as when the agent exits.
+    dp.close();
+    dp = loadEndpointDatapath({ pinDir, routerIpv4: ROUTER4, routerIpv6: ROUTER6 });
+    assert.equal(dp.reused, true, 'found pinned and reused, not loaded');
+    assert.deepEqual([dp.program('from_endpoint').info().id, dp.program('to_endpoint').info().id], ids, 'the same programs');
+    for (const ep of eps) assert.ok(endpointAttached(dp, endpointConfig(ep)), `endpoint ${ep.id} needs no new attach`);
+    const same = inNetns(node.path, () => attachEndpoint(dp, endpointConfig(a)));
+    same.ingress.close();
+    same.egress.close();
+    assert.equal(linkId(), firstLink, 'the same programs: the same link');
+  });
+
+  test('new programs (another build) replace the old ones without a gap; detach stops delivery and removes the entry', async (t) => {
     if (skipUnlessRoot(t)) return;
     const [a, b] = eps as [Endpoint, Endpoint];
     const pin = join(endpointLinkDir(pinDir, a.id), 'from_endpoint');
@@ -625,20 +782,23 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
       }
     };
     const first = pinnedLink();
-    const same = inNetns(node.path, () => attachEndpointPrograms(a.coll as Collection, a.hostIfindex));
-    same.ingress.close();
-    same.egress.close();
-    assert.deepEqual(pinnedLink(), first, 'the same programs: the same link');
+    const oldDir = dp.programDir;
 
-    // An agent restart: a fresh load of the same endpoint, attached over the pinned links.
-    const fresh = loadEndpointPrograms({
-      pinDir, endpointId: a.id, ipv4: a.ipv4, ipv6: a.ipv6, mac: a.mac, hostMac: a.hostMac,
-      routerIpv4: ROUTER4, routerIpv6: ROUTER6,
-    });
-    cleanup.add(() => fresh.close(), 'fresh collection');
+    // Other load-time constants (as after an upgrade): a new build, loaded and pinned; the old build's pins go.
+    const fresh = loadEndpointDatapath({ pinDir, routerIpv4: ROUTER4, routerIpv6: ROUTER6, traceIntervalNs: 2_000_000_000 });
+    cleanup.add(() => fresh.close(), 'fresh endpoint datapath');
+    assert.equal(fresh.reused, false);
+    assert.notEqual(fresh.programDir, oldDir);
+    assert.ok(!existsSync(oldDir), 'the old build is unpinned');
+    assert.deepEqual(readdirSync(endpointProgramsDir(pinDir)), [fresh.programDir.split('/').at(-1)]);
+    assert.notEqual(fresh.program('from_endpoint').info().id, first.programId);
+    assert.equal(endpointAttached(fresh, endpointConfig(a)), false, 'runs the old programs: needs a new attach');
+    // The old programs still run where they are attached.
+    assert.equal(await ping(b.ns, a.ipv4, 1), 1);
+
     const pinger = ping(a.ns, b.ipv4, 10);
     await new Promise((r) => setTimeout(r, 500));
-    const replaced = inNetns(node.path, () => attachEndpointPrograms(fresh, a.hostIfindex));
+    const replaced = inNetns(node.path, () => attachEndpoint(fresh, endpointConfig(a)));
     replaced.ingress.close();
     replaced.egress.close();
     assert.equal(await pinger, 10, 'no ping lost while the programs were replaced');
@@ -646,10 +806,13 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     assert.notEqual(now.id, first.id, 'a new link is pinned');
     assert.equal(now.programId, fresh.program('from_endpoint').info().id);
     assert.equal(now.ifindex, a.hostIfindex);
+    assert.ok(endpointAttached(fresh, endpointConfig(a)));
     assert.equal(await ping(a.ns, b.ipv6, 2), 2);
 
     assert.equal(detachEndpointPrograms(pinDir, a.id), 2);
+    assert.equal(fresh.config.lookup(a.hostIfindex), undefined, 'the lxc_config entry is gone');
     assert.equal(detachEndpointPrograms(pinDir, a.id), 0, 'detaching again is a no-op');
     assert.equal(await ping(a.ns, b.ipv4, 1), 0, 'without from_endpoint nothing delivers the endpoint\'s packets');
+    assert.ok(fresh.config.lookup(b.hostIfindex), 'other endpoints keep theirs');
   });
 });

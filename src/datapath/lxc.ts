@@ -1,32 +1,50 @@
 /**
- * The endpoint datapath (bpf/lxc.bpf.c) from the agent's side: load the
- * programs for one endpoint with its load-time constants, attach them to the
- * endpoint's host-side veth, and reach the maps every endpoint shares.
+ * The endpoint datapath (bpf/lxc.bpf.c) from the agent's side: load the two
+ * endpoint programs once per agent, attach the same programs to every
+ * endpoint's host-side veth, tell them who is behind each veth (the
+ * `lxc_config` map), and reach the maps every endpoint shares.
  *
  * Layout under the agent's bpffs directory `pinDir`:
  *
  * ```
- * pinDir/endpoints   hash: endpoint address → endpoint_info (shared)
- * pinDir/events      ring buffer of struct flow_event (shared)
- * pinDir/metrics     per-CPU hash: {reason, direction} → {packets, bytes} (shared)
- * pinDir/flow_seen   LRU hash: monitor aggregation state (shared)
- * pinDir/lxc/ID/from_endpoint   tcx link on the host-side veth's ingress
- * pinDir/lxc/ID/to_endpoint     tcx link on the host-side veth's egress
+ * pinDir/endpoints    hash: endpoint address → endpoint_info (shared)
+ * pinDir/events       ring buffer of struct flow_event (shared)
+ * pinDir/metrics      per-CPU hash: {reason, direction} → {packets, bytes} (shared)
+ * pinDir/flow_seen    LRU hash: monitor aggregation state (shared)
+ * pinDir/lxc_config   hash: host-side veth ifindex → lxc_config (shared)
+ * pinDir/lxc_programs/BUILD/from_endpoint   the shared programs, pinned
+ * pinDir/lxc_programs/BUILD/to_endpoint
+ * pinDir/lxc/ID/from_endpoint   tcx link on endpoint ID's host-side veth ingress
+ * pinDir/lxc/ID/to_endpoint     tcx link on its egress
  * ```
  *
  * (The links live under `lxc/`, not `endpoints/`, because `endpoints` is the
- * map's pin.) Pinned links keep the programs attached when the agent exits;
- * attaching again replaces them without a gap.
+ * map's pin; `lxc/` holds nothing but endpoint IDs.) Pinned links keep the
+ * programs attached when the agent exits; attaching again replaces them
+ * without a gap.
+ *
+ * BUILD names what the programs were loaded from: a hash of the object
+ * file's bytes and the load-time constants (router addresses, trace
+ * interval). {@link loadEndpointDatapath} reuses the programs pinned under
+ * the current BUILD — after an agent restart, the same program ids — as long
+ * as they still use the pinned maps; a new build (an upgrade, other router
+ * addresses) loads and pins afresh, removes the pins of other builds (links
+ * keep those programs alive until their endpoints are re-attached), and
+ * {@link endpointAttached} then reports the endpoints as needing a new attach.
  */
-import { existsSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { BpfUsageError } from '../bpf/errors.js';
-import { formatIPv6, parseIPv4, parseIPv6 } from '../bpf/codec.js';
+import { formatIPv6, parseIPv4, parseIPv6, u32 } from '../bpf/codec.js';
 import { Collection } from '../bpf/object.js';
-import { closeFd, getPinned } from '../bpf/fd.js';
-import { BpfMap, PerCpuMap } from '../bpf/map.js';
+import { check, closeFd, getPinned, objectInfo } from '../bpf/fd.js';
+import { BpfMap, PerCpuMap, mapInfo } from '../bpf/map.js';
+import { Program } from '../bpf/program.js';
 import { RingBuffer } from '../bpf/ringbuf.js';
+import { addressOf, bpf } from '../bpf/sys.js';
+import { Cmd } from '../bpf/types.js';
 import { Link } from '../bpf/link/link.js';
 import { attachTc, type TcAttachment } from '../bpf/link/tc.js';
 import { TcxLink, type TcDirection } from '../bpf/link/tcx.js';
@@ -36,31 +54,25 @@ import {
   FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT,
   OBS_TO_STACK, TCP_FLAGS, VERDICT_DROPPED, VERDICT_FORWARDED, flowEvent, type FlowEvent,
 } from './codecs/flow-event.js';
+import { lxcConfig, type LxcConfig } from './codecs/lxc-config.js';
 import { metricsKey, metricsValue, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
 import { dropReasonName } from './drop-reasons.js';
 
 /** The compiled object. */
 export const LXC_OBJECT = 'lxc';
 /** The maps every endpoint's programs share, pinned under `pinDir` by name. */
-export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen'] as const;
+export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config'] as const;
 /** Default size of the `events` ring buffer (bytes). */
 export const DEFAULT_EVENTS_SIZE = 4 << 20;
+/** The two endpoint programs. */
+export const ENDPOINT_PROGRAMS = ['from_endpoint', 'to_endpoint'] as const;
+export type EndpointProgramName = (typeof ENDPOINT_PROGRAMS)[number];
 
-/** One endpoint's configuration for {@link loadEndpointPrograms}. */
-export interface EndpointProgramsConfig {
-  /** bpffs directory of the agent: shared maps are pinned (or reused) here. */
+/** The agent-wide configuration of {@link loadEndpointDatapath}. */
+export interface EndpointDatapathConfig {
+  /** bpffs directory of the agent: shared maps and the programs are pinned (or reused) here. */
   pinDir: string;
-  /** The agent's endpoint ID (1..65535). */
-  endpointId: number;
-  /** The endpoint's IPv4 address; without it every IPv4 packet from the endpoint is dropped as spoofed. */
-  ipv4?: string;
-  /** The endpoint's IPv6 address; without it only link-local ICMPv6 control traffic passes. */
-  ipv6?: string;
-  /** The endpoint's MAC (its eth0), `aa:bb:cc:dd:ee:ff`. */
-  mac: string;
-  /** The host-side veth's MAC: the router MAC the endpoint sees. */
-  hostMac: string;
-  /** The virtual gateway the endpoint routes through (answered by ARP in eBPF). */
+  /** The virtual gateway every endpoint routes through (answered by ARP in eBPF). */
   routerIpv4?: string;
   /** The virtual IPv6 gateway (answered by neighbor discovery in eBPF). */
   routerIpv6?: string;
@@ -72,13 +84,21 @@ export interface EndpointProgramsConfig {
   objectPath?: string;
 }
 
-interface LoadedEndpoint {
-  pinDir: string;
+/** One endpoint, for {@link attachEndpoint}: what goes into its `lxc_config` entry and where. */
+export interface EndpointConfig {
+  /** The agent's endpoint ID (1..65535). */
   endpointId: number;
+  /** ifindex of the endpoint's host-side veth (in the calling thread's network namespace). */
+  hostIfindex: number;
+  /** The endpoint's IPv4 address; without it every IPv4 packet from the endpoint is dropped as spoofed. */
+  ipv4?: string;
+  /** The endpoint's IPv6 address; without it only link-local ICMPv6 control traffic passes. */
+  ipv6?: string;
+  /** The endpoint's MAC (its eth0), `aa:bb:cc:dd:ee:ff`. */
+  mac: string;
+  /** The host-side veth's MAC: the router MAC the endpoint sees. */
+  hostMac: string;
 }
-
-/** What each collection from {@link loadEndpointPrograms} was loaded for. */
-const loadedFor = new WeakMap<Collection, LoadedEndpoint>();
 
 function ipv4Bytes(ip: string | undefined, what: string): Uint8Array {
   if (ip === undefined) return new Uint8Array(4);
@@ -92,44 +112,224 @@ function ipv6Bytes(ip: string | undefined, what: string): Uint8Array {
   return parseIPv6(ip);
 }
 
-function macBytes(text: string, what: string): Uint8Array {
+function checkMac(text: string, what: string): string {
   const parts = text.split(':');
   if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
     throw new BpfUsageError(`${what}: not a MAC address: ${JSON.stringify(text)}`);
   }
-  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+  return text.toLowerCase();
 }
 
-/**
- * Loads bpf/lxc.bpf.o for one endpoint: its identity goes into the
- * `const volatile` constants, and the shared maps are pinned under
- * `pinDir` (or reused from there when they already exist). Returns the
- * collection with programs `from_endpoint` and `to_endpoint`; attach it with
- * {@link attachEndpointPrograms}. All or nothing.
- */
-export function loadEndpointPrograms(config: EndpointProgramsConfig): Collection {
-  const { pinDir, endpointId } = config;
+function checkEndpointId(endpointId: number): void {
   if (!Number.isInteger(endpointId) || endpointId < 1 || endpointId > 0xffff) {
     throw new BpfUsageError(`endpointId must be an integer in 1..65535, got ${endpointId}`);
   }
+}
+
+/** The `lxc_config` entry of an endpoint (addresses normalised as the map's codec prints them). */
+export function lxcConfigOf(ep: EndpointConfig): LxcConfig {
+  checkEndpointId(ep.endpointId);
+  return {
+    endpointId: ep.endpointId,
+    ipv4: Array.from(ipv4Bytes(ep.ipv4, 'ipv4')).join('.'),
+    ipv6: formatIPv6(ipv6Bytes(ep.ipv6, 'ipv6')),
+    mac: checkMac(ep.mac, 'mac'),
+    hostMac: checkMac(ep.hostMac, 'hostMac'),
+    flags: 0,
+  };
+}
+
+const sameConfig = (a: LxcConfig, b: LxcConfig): boolean =>
+  a.endpointId === b.endpointId && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6 && a.mac === b.mac && a.hostMac === b.hostMac && a.flags === b.flags;
+
+/** Directory of the pinned shared programs (one subdirectory per build). */
+export function endpointProgramsDir(pinDir: string): string {
+  return join(pinDir, 'lxc_programs');
+}
+
+/** Ids of the maps program `fd` uses (`bpf_prog_info.map_ids`). */
+function programMapIds(fd: number): number[] {
+  const INFO_SIZE = 232;
+  const n = objectInfo(fd, INFO_SIZE, 'program').readUInt32LE(52); // nr_map_ids
+  if (n === 0) return [];
+  const ids = Buffer.alloc(4 * n);
+  const info = Buffer.alloc(INFO_SIZE);
+  info.writeUInt32LE(n, 52);
+  info.writeBigUInt64LE(BigInt(addressOf(ids)), 56); // map_ids
+  const attr = Buffer.alloc(16);
+  attr.writeUInt32LE(fd, 0);
+  attr.writeUInt32LE(INFO_SIZE, 4);
+  attr.writeBigUInt64LE(BigInt(addressOf(info)), 8);
+  check(bpf(Cmd.ObjGetInfoByFd, attr), () => `read the map ids of program fd ${fd}`);
+  return Array.from({ length: Math.min(n, info.readUInt32LE(52)) }, (_, i) => ids.readUInt32LE(4 * i));
+}
+
+/** Ids of the shared maps pinned under `pinDir` (undefined when one is missing). */
+function pinnedMapIds(pinDir: string): Map<string, number> | undefined {
+  const ids = new Map<string, number>();
+  for (const name of SHARED_MAPS) {
+    const path = join(pinDir, name);
+    if (!existsSync(path)) return undefined;
+    const fd = getPinned(path, 'map');
+    try {
+      ids.set(name, mapInfo(fd).id);
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return ids;
+}
+
+function removeProgramPins(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) unlinkSync(join(dir, f));
+  rmdirSync(dir);
+}
+
+/**
+ * The endpoint programs of one agent, loaded once and attached to every
+ * endpoint's veth, plus the `lxc_config` map that tells them apart. From
+ * {@link loadEndpointDatapath}; close it when done (the pinned programs and
+ * everything attached stay).
+ */
+export class EndpointDatapath {
+  readonly pinDir: string;
+  /** Where the programs are pinned (`pinDir/lxc_programs/BUILD`). */
+  readonly programDir: string;
+  /** True when the programs were found pinned and reused, false when loaded now. */
+  readonly reused: boolean;
+  private readonly programs: ReadonlyMap<EndpointProgramName, Program>;
+  private readonly configMap: BpfMap<number, LxcConfig>;
+  private closed = false;
+
+  /** @internal use {@link loadEndpointDatapath}. */
+  constructor(pinDir: string, programDir: string, reused: boolean, programs: ReadonlyMap<EndpointProgramName, Program>) {
+    this.pinDir = pinDir;
+    this.programDir = programDir;
+    this.reused = reused;
+    this.programs = programs;
+    this.configMap = lxcConfigMap(pinDir);
+  }
+
+  /** `from_endpoint` or `to_endpoint`. */
+  program(name: EndpointProgramName): Program {
+    if (this.closed) throw new BpfUsageError('endpoint datapath is closed');
+    const p = this.programs.get(name);
+    if (!p) throw new BpfUsageError(`no endpoint program ${String(name)}`);
+    return p;
+  }
+
+  /** The `lxc_config` map (owned by this handle: do not close it). */
+  get config(): BpfMap<number, LxcConfig> {
+    if (this.closed) throw new BpfUsageError('endpoint datapath is closed');
+    return this.configMap;
+  }
+
+  /** Closes the handles; pinned programs, links and maps stay in the kernel. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.programs.values()) p.close();
+    this.configMap.close();
+  }
+}
+
+/** Opens the programs pinned in `dir` if both are there and use the maps pinned under `pinDir` now. */
+function openPinnedPrograms(pinDir: string, dir: string, eventsSize: number | undefined): Map<EndpointProgramName, Program> | undefined {
+  if (!ENDPOINT_PROGRAMS.every((name) => existsSync(join(dir, name)))) return undefined;
+  const mapIds = pinnedMapIds(pinDir);
+  if (!mapIds) return undefined;
+  if (eventsSize !== undefined) {
+    const fd = getPinned(join(pinDir, 'events'), 'map');
+    try {
+      // A different size: load, so that the map's incompatibility is reported as it always was.
+      if (mapInfo(fd).maxEntries !== eventsSize) return undefined;
+    } finally {
+      closeFd(fd);
+    }
+  }
+  const programs = new Map<EndpointProgramName, Program>();
+  try {
+    const used = new Set<number>();
+    for (const name of ENDPOINT_PROGRAMS) {
+      const p = Program.openPinned(join(dir, name));
+      programs.set(name, p);
+      for (const id of programMapIds(p.fd)) used.add(id);
+    }
+    // Programs bound to maps that are no longer the pinned ones (a map pin was removed and made anew) would
+    // write where nobody reads: load afresh instead.
+    if ([...mapIds.values()].every((id) => used.has(id))) return programs;
+  } catch (err) {
+    for (const p of programs.values()) p.close();
+    throw err;
+  }
+  for (const p of programs.values()) p.close();
+  return undefined;
+}
+
+/**
+ * Loads bpf/lxc.bpf.o once for the agent at `pinDir`, or reuses the programs
+ * a previous load pinned there (same object, same constants, same maps: see
+ * the module doc). The shared maps are pinned under `pinDir` (or reused from
+ * there), the programs under `pinDir/lxc_programs/BUILD/`. Attach endpoints
+ * with {@link attachEndpoint}. All or nothing.
+ */
+export function loadEndpointDatapath(config: EndpointDatapathConfig): EndpointDatapath {
+  const { pinDir } = config;
+  const objectPath = config.objectPath ?? bpfObjectPath(LXC_OBJECT);
   const constants = {
-    endpoint_id: endpointId,
-    ep_ipv4: ipv4Bytes(config.ipv4, 'ipv4'),
-    ep_ipv6: ipv6Bytes(config.ipv6, 'ipv6'),
-    ep_mac: macBytes(config.mac, 'mac'),
-    host_mac: macBytes(config.hostMac, 'hostMac'),
     router_ipv4: ipv4Bytes(config.routerIpv4, 'routerIpv4'),
     router_ipv6: ipv6Bytes(config.routerIpv6, 'routerIpv6'),
     ...(config.traceIntervalNs !== undefined ? { trace_interval_ns: config.traceIntervalNs } : {}),
   };
-  const coll = Collection.load(config.objectPath ?? bpfObjectPath(LXC_OBJECT), {
-    constants,
-    pinMaps: SHARED_MAPS,
-    pinDir,
-    ...(config.eventsSize !== undefined ? { maxEntries: { events: config.eventsSize } } : {}),
-  });
-  loadedFor.set(coll, { pinDir, endpointId });
-  return coll;
+  if (!existsSync(objectPath)) throw new BpfUsageError(`BPF object ${objectPath} does not exist: run npm run build`);
+  const build = createHash('sha256')
+    .update(readFileSync(objectPath))
+    .update(JSON.stringify(Object.entries(constants).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)])))
+    .digest('hex')
+    .slice(0, 16);
+  const programsDir = endpointProgramsDir(pinDir);
+  const dir = join(programsDir, build);
+
+  let programs = existsSync(dir) ? openPinnedPrograms(pinDir, dir, config.eventsSize) : undefined;
+  const reused = programs !== undefined;
+  if (!programs) {
+    const coll = Collection.load(objectPath, {
+      constants,
+      pinMaps: SHARED_MAPS,
+      pinDir,
+      programs: ENDPOINT_PROGRAMS,
+      ...(config.eventsSize !== undefined ? { maxEntries: { events: config.eventsSize } } : {}),
+    });
+    const loaded = new Map<EndpointProgramName, Program>();
+    try {
+      for (const name of ENDPOINT_PROGRAMS) {
+        const p = coll.program(name);
+        loaded.set(name, new Program(Program.dup(p.fd, `program ${name}`), p.name, p.type, p.expectedAttachType));
+      }
+      // Pins of an incomplete or stale attempt at this build go first.
+      removeProgramPins(dir);
+      mkdirSync(dir, { recursive: true });
+      for (const name of ENDPOINT_PROGRAMS) (loaded.get(name) as Program).pin(join(dir, name));
+    } catch (err) {
+      for (const p of loaded.values()) p.close();
+      try { removeProgramPins(dir); } catch { /* reported below */ }
+      throw err;
+    } finally {
+      coll.close();
+    }
+    programs = loaded;
+  }
+  // Other builds' pins go: links hold on to their programs until re-attached.
+  for (const other of existsSync(programsDir) ? readdirSync(programsDir) : []) {
+    if (other !== build) removeProgramPins(join(programsDir, other));
+  }
+  try {
+    return new EndpointDatapath(pinDir, dir, reused, programs);
+  } catch (err) {
+    for (const p of programs.values()) p.close();
+    throw err;
+  }
 }
 
 /** The two attachments of one endpoint. */
@@ -147,51 +347,61 @@ export function endpointLinkDir(pinDir: string, endpointId: number): string {
   return join(pinDir, 'lxc', String(endpointId));
 }
 
-const ATTACH_POINTS: readonly { program: string; direction: TcDirection }[] = [
+const ATTACH_POINTS: readonly { program: EndpointProgramName; direction: TcDirection }[] = [
   { program: 'from_endpoint', direction: 'ingress' },
   { program: 'to_endpoint', direction: 'egress' },
 ];
 
 /** Opens the link pinned at `path` if it is still attached to `ifindex`; removes a stale pin. */
-function openReplaceable(path: string, ifindex: number): Link | undefined {
-  if (!existsSync(path)) return undefined;
+function openReplaceable(path: string, ifindex: number): { link?: Link; stale: boolean } {
+  if (!existsSync(path)) return { stale: false };
   const old = Link.openPinned(path);
-  if (old.info().ifindex === ifindex) return old;
+  if (old.info().ifindex === ifindex) return { link: old, stale: false };
   // Defunct (device gone, or detached) or on another device: nothing to hand over.
   old.unpin();
   old.close();
-  return undefined;
+  return { stale: true };
+}
+
+/** Removes the `lxc_config` entries of `endpointId` except the one at `keep`. */
+function deleteConfigEntries(map: BpfMap<number, LxcConfig>, endpointId: number, keep?: number): void {
+  const doomed: number[] = [];
+  for (const [ifindex, cfg] of map.entries()) if (cfg.endpointId === endpointId && ifindex !== keep) doomed.push(ifindex);
+  for (const ifindex of doomed) map.delete(ifindex);
 }
 
 /**
- * Attaches `from_endpoint` (ingress) and `to_endpoint` (egress) of a
- * collection from {@link loadEndpointPrograms} to the endpoint's host-side
- * veth `hostIfindex`, which is resolved in the calling thread's network
- * namespace (use `inNetns`). tcx links (chosen where the kernel has them)
- * are pinned under `pinDir/lxc/ID/` so they survive an agent restart.
+ * Attaches the shared programs of `dp` to endpoint `ep`'s host-side veth
+ * `ep.hostIfindex` (resolved in the calling thread's network namespace: use
+ * `inNetns`): first its `lxc_config` entry is written, then `from_endpoint`
+ * goes on the ingress and `to_endpoint` on the egress. tcx links (chosen
+ * where the kernel has them) are pinned under `pinDir/lxc/ID/` so they
+ * survive an agent restart.
  *
  * When links are already pinned there for the same device (an agent
  * restart, or new programs), the new programs are attached in front of the
  * old ones, which are then detached: no packet goes unhandled in between.
- * Attaching the programs that are already attached keeps their links.
- *
- * `where` overrides the pin directory and endpoint ID remembered from the load.
+ * Attaching the programs that are already attached keeps their links. On
+ * failure the `lxc_config` entry is put back as it was.
  */
-export function attachEndpointPrograms(coll: Collection, hostIfindex: number, where: Partial<LoadedEndpoint> = {}): EndpointAttachments {
-  const loaded = loadedFor.get(coll);
-  const pinDir = where.pinDir ?? loaded?.pinDir;
-  const endpointId = where.endpointId ?? loaded?.endpointId;
-  if (pinDir === undefined || endpointId === undefined) {
-    throw new BpfUsageError('attachEndpointPrograms: the collection was not loaded by loadEndpointPrograms; pass { pinDir, endpointId }');
-  }
-  const dir = endpointLinkDir(pinDir, endpointId);
+export function attachEndpoint(dp: EndpointDatapath, ep: EndpointConfig): EndpointAttachments {
+  const value = lxcConfigOf(ep);
+  const { hostIfindex, endpointId } = ep;
+  if (!Number.isInteger(hostIfindex) || hostIfindex <= 0) throw new BpfUsageError(`hostIfindex must be a positive integer, got ${hostIfindex}`);
+  const map = dp.config;
+  const previous = map.lookup(hostIfindex);
+  map.update(hostIfindex, value);
+  const dir = endpointLinkDir(dp.pinDir, endpointId);
   const done: TcAttachment[] = [];
   const pins: string[] = [];
+  let stale = false;
   try {
     for (const { program, direction } of ATTACH_POINTS) {
       const path = join(dir, program);
-      const prog = coll.program(program);
-      const old = openReplaceable(path, hostIfindex);
+      const prog = dp.program(program);
+      const found = openReplaceable(path, hostIfindex);
+      const old = found.link;
+      stale ||= found.stale;
       if (old && old.programId === prog.info().id) {
         // Already attached with this very program (tcx refuses a duplicate): keep that link.
         old.close();
@@ -222,10 +432,17 @@ export function attachEndpointPrograms(coll: Collection, hostIfindex: number, wh
     }
   } catch (err) {
     // Only handles are dropped: whatever is pinned stays attached, so the
-    // pins keep describing what runs.
+    // pins keep describing what runs. The entry goes back unless a pinned
+    // link on this device may still need the new one.
     for (const a of done) if (!a.isClosed) a.close();
+    if (pins.length === 0) {
+      if (previous) map.update(hostIfindex, previous);
+      else map.delete(hostIfindex);
+    }
     throw err;
   }
+  // The endpoint's links were on a device that is gone: so is its entry there.
+  if (stale) deleteConfigEntries(map, endpointId, hostIfindex);
   const [ingress, egress] = done as [TcAttachment, TcAttachment];
   return {
     ingress,
@@ -235,17 +452,42 @@ export function attachEndpointPrograms(coll: Collection, hostIfindex: number, wh
 }
 
 /**
- * Detaches endpoint `endpointId`'s pinned links and removes their pins (and
- * the directory). Returns how many links were detached. Safe to repeat.
+ * Does endpoint `ep` run on `dp`: both of its pinned links attached to its
+ * veth with `dp`'s programs, and its `lxc_config` entry as `ep` says?
+ */
+export function endpointAttached(dp: EndpointDatapath, ep: EndpointConfig): boolean {
+  const dir = endpointLinkDir(dp.pinDir, ep.endpointId);
+  const linked = ATTACH_POINTS.every(({ program }) => {
+    const path = join(dir, program);
+    if (!existsSync(path)) return false;
+    const link = Link.openPinned(path);
+    try {
+      return link.info().ifindex === ep.hostIfindex && link.programId === dp.program(program).info().id;
+    } finally {
+      link.close();
+    }
+  });
+  if (!linked) return false;
+  const cfg = dp.config.lookup(ep.hostIfindex);
+  return cfg !== undefined && sameConfig(cfg, lxcConfigOf(ep));
+}
+
+/**
+ * Detaches endpoint `endpointId`'s pinned links, removes their pins (and the
+ * directory), then its `lxc_config` entry. Returns how many links were
+ * detached. Safe to repeat.
  */
 export function detachEndpointPrograms(pinDir: string, endpointId: number): number {
   const dir = endpointLinkDir(pinDir, endpointId);
   let n = 0;
+  const devices = new Set<number>();
   for (const { program } of ATTACH_POINTS) {
     const path = join(dir, program);
     if (!existsSync(path)) continue;
     const link = Link.openPinned(path);
-    if (link.info().ifindex !== 0) {
+    const ifindex = link.info().ifindex ?? 0;
+    if (ifindex !== 0) {
+      devices.add(ifindex);
       link.detach();
       n++;
     } else {
@@ -254,7 +496,25 @@ export function detachEndpointPrograms(pinDir: string, endpointId: number): numb
     unlinkSync(path);
   }
   if (existsSync(dir)) rmdirSync(dir);
+  if (existsSync(join(pinDir, 'lxc_config'))) {
+    const map = lxcConfigMap(pinDir);
+    try {
+      if (devices.size > 0) {
+        for (const ifindex of devices) if (map.lookup(ifindex)?.endpointId === endpointId) map.delete(ifindex);
+      } else {
+        // No live link says where the endpoint was: look for its entries.
+        deleteConfigEntries(map, endpointId);
+      }
+    } finally {
+      map.close();
+    }
+  }
   return n;
+}
+
+/** The shared `lxc_config` map pinned under `pinDir`, keyed by host-side ifindex. Close it when done. */
+export function lxcConfigMap(pinDir: string): BpfMap<number, LxcConfig> {
+  return BpfMap.openPinned(join(pinDir, 'lxc_config'), u32, lxcConfig);
 }
 
 /** The shared `endpoints` map pinned under `pinDir`, keyed by IP address text. Close it when done. */

@@ -84,7 +84,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2` };
     const create = (name: string, labels: Record<string, string>): Promise<EndpointStatus> =>
       call<EndpointStatus>(socket, 'POST', '/v1/endpoints', { name, namespace: 'demo', labels });
-    out('▶ creating three endpoints (a network namespace, a veth and eBPF programs each)');
+    out('▶ creating three endpoints (a network namespace and a veth each, the shared eBPF programs attached)');
     const web = await create(names.web, { app: 'web', tier: 'frontend' });
     const c1 = await create(names.c1, { app: 'client' });
     const c2 = await create(names.c2, { app: 'client' });

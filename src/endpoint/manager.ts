@@ -4,13 +4,15 @@
  * step it made. State (endpoints and, through them, IP allocations) is
  * persisted atomically after every change.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ApiError } from '../agent/api-server.js';
 import { StateStore } from '../agent/state-store.js';
 import { Ipam, IpamError } from '../ipam/ipam.js';
-import { attachEndpointPrograms, detachEndpointPrograms, endpointLinkDir, endpointsMap, loadEndpointPrograms } from '../datapath/lxc.js';
-import { Link } from '../bpf/link/link.js';
+import {
+  attachEndpoint, detachEndpointPrograms, endpointAttached, endpointsMap, loadEndpointDatapath,
+  type EndpointConfig, type EndpointDatapath,
+} from '../datapath/lxc.js';
 import { join } from 'node:path';
 import { agentState, type AgentState, type CreateEndpointRequest, type EndpointRecord } from './model.js';
 import { hubbleLabels } from './labels.js';
@@ -37,6 +39,11 @@ export interface EndpointStatus extends EndpointRecord {
 
 const MAX_ENDPOINT_ID = 65535;
 
+function sameFile(a: string, b: string): boolean {
+  const x = statSync(a), y = statSync(b);
+  return x.dev === y.dev && x.ino === y.ino;
+}
+
 export class EndpointManager {
   private readonly opts: EndpointManagerOptions;
   private readonly store: StateStore<AgentState>;
@@ -45,6 +52,8 @@ export class EndpointManager {
   private readonly problems = new Map<string, string>();
   /** Serialises mutations: the API handles one create/delete at a time. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** The endpoint programs, loaded (or found pinned) once on first use and shared by every endpoint. */
+  private datapathHandle: EndpointDatapath | undefined;
 
   constructor(opts: EndpointManagerOptions) {
     this.opts = opts;
@@ -131,19 +140,27 @@ export class EndpointManager {
     }
   }
 
-  private attach(r: EndpointRecord): void {
-    const coll = loadEndpointPrograms({
-      pinDir: this.opts.pinDir, endpointId: r.id, mac: r.mac, hostMac: r.hostMac,
-      ...(r.ipv4 ? { ipv4: r.ipv4, routerIpv4: this.router.ipv4 } : {}),
-      ...(r.ipv6 ? { ipv6: r.ipv6, routerIpv6: this.router.ipv6 } : {}),
+  /** The agent's endpoint programs: loaded, or reused from their pins, on first use. */
+  private datapath(): EndpointDatapath {
+    this.datapathHandle ??= loadEndpointDatapath({
+      pinDir: this.opts.pinDir,
+      ...(this.router.ipv4 ? { routerIpv4: this.router.ipv4 } : {}),
+      ...(this.router.ipv6 ? { routerIpv6: this.router.ipv6 } : {}),
     });
-    try {
-      const att = attachEndpointPrograms(coll, r.hostIfindex);
-      // Pinned tcx links keep the programs attached without our handles.
-      if (att.pinnedAt) { att.ingress.close(); att.egress.close(); }
-    } finally {
-      coll.close();
-    }
+    return this.datapathHandle;
+  }
+
+  private endpointConfig(r: EndpointRecord): EndpointConfig {
+    return {
+      endpointId: r.id, hostIfindex: r.hostIfindex, mac: r.mac, hostMac: r.hostMac,
+      ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}),
+    };
+  }
+
+  private attach(r: EndpointRecord): void {
+    const att = attachEndpoint(this.datapath(), this.endpointConfig(r));
+    // Pinned tcx links keep the programs attached without our handles.
+    if (att.pinnedAt) { att.ingress.close(); att.egress.close(); }
   }
 
   /** Creates an endpoint: namespace, veth, addresses, routes, programs, map entries. */
@@ -156,6 +173,9 @@ export class EndpointManager {
     if (this.endpoints.has(req.name)) throw new ApiError(409, 'ENDPOINT_EXISTS', `an endpoint named ${req.name} already exists`);
     if (req.netns !== undefined && !isNetnsFile(req.netns)) {
       throw new ApiError(400, 'BAD_NETNS', `${req.netns} is not a network namespace (expected e.g. /var/run/netns/NAME or /proc/PID/ns/net)`);
+    }
+    if (req.netns !== undefined && sameFile(req.netns, '/proc/self/ns/net')) {
+      throw new ApiError(400, 'BAD_NETNS', `${req.netns} is the node's own network namespace: an endpoint needs a namespace of its own`);
     }
     const id = this.nextId();
     let ips: { 4?: string; 6?: string };
@@ -278,19 +298,9 @@ export class EndpointManager {
     this.writeMapEntries(r);
   }
 
-  /** Are both of the endpoint's pinned links attached to its veth? */
+  /** Do the agent's programs run on the endpoint's veth (both pinned links), with its lxc_config entry? */
   private attached(r: EndpointRecord): boolean {
-    const dir = endpointLinkDir(this.opts.pinDir, r.id);
-    return ['from_endpoint', 'to_endpoint'].every((p) => {
-      const path = join(dir, p);
-      if (!existsSync(path)) return false;
-      const link = Link.openPinned(path);
-      try {
-        return link.info().ifindex === r.hostIfindex;
-      } finally {
-        link.close();
-      }
-    });
+    return endpointAttached(this.datapath(), this.endpointConfig(r));
   }
 
   /** Removes every endpoint and its kernel objects (for `waggle agent --cleanup`). */

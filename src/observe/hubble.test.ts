@@ -43,8 +43,8 @@ test('a drop carries Hubble\'s reason and finds the peer by address', () => {
   assert.deepEqual(f.event_type, { type: 1, sub_type: 132 });
   assert.deepEqual(f.l4, { ICMPv4: { type: 8 } });
   assert.equal(f.destination?.pod_name, 'web');
-  assert.equal(f.trace_observation_point, 'FROM_ENDPOINT');
-  assert.match(compactLine(f), /DROPPED \(INVALID_SOURCE_IP\) \(ICMPv4 EchoRequest\)$/);
+  assert.equal(f.trace_observation_point, undefined, 'Hubble names observation points on traces only');
+  assert.match(compactLine(f), / drop DROPPED \(INVALID_SOURCE_IP\) \(ICMPv4 EchoRequest\)$/);
 });
 
 test('IPv6, UDP and control traffic', () => {

@@ -154,8 +154,9 @@ export function toHubbleFlow(
   if (dst) flow.destination = dst;
   // Seen from the observing endpoint: leaving it is egress, reaching it is ingress.
   if (observer) flow.traffic_direction = e.dstEndpoint === e.endpointId && e.srcEndpoint !== e.endpointId ? 'INGRESS' : 'EGRESS';
+  // Hubble names the observation point on trace events only.
   const obs = OBS_POINTS[e.obsPoint];
-  if (obs) flow.trace_observation_point = obs;
+  if (obs && !dropped) flow.trace_observation_point = obs;
   if (e.ifindex) flow.interface = observer?.hostIfname ? { index: e.ifindex, name: observer.hostIfname } : { index: e.ifindex };
   return flow;
 }
@@ -172,7 +173,7 @@ export function compactLine(f: HubbleFlow): string {
   const l4 = f.l4 ? Object.values(f.l4)[0] : undefined;
   const sport = typeof l4?.source_port === 'number' ? l4.source_port : undefined;
   const dport = typeof l4?.destination_port === 'number' ? l4.destination_port : undefined;
-  const point = f.trace_observation_point ? f.trace_observation_point.toLowerCase().replace(/_/g, '-') : '';
+  const point = f.trace_observation_point ? f.trace_observation_point.toLowerCase().replace(/_/g, '-') : f.verdict === 'DROPPED' ? 'drop' : '';
   const verdict = f.verdict === 'DROPPED' ? `DROPPED (${f.drop_reason_desc ?? f.drop_reason})` : 'FORWARDED';
   return `${t}: ${peer(f.source, f.IP?.source, sport)} -> ${peer(f.destination, f.IP?.destination, dport)} ${point} ${verdict} (${f.Summary})`;
 }

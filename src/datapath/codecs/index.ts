@@ -8,6 +8,7 @@ import { testEvent } from './test-event.js';
 import { endpointInfo, endpointKey } from './endpoint.js';
 import { flowEvent } from './flow-event.js';
 import { metricsKey, metricsValue } from './metrics.js';
+import { lxcConfig } from './lxc-config.js';
 
 export interface SharedStruct {
   /** The header in bpf/include/ that defines the struct. */
@@ -25,6 +26,7 @@ export const sharedStructs: readonly SharedStruct[] = [
   { header: 'flow_event.h', object: 'lxc', codec: flowEvent as StructCodec<object> },
   { header: 'metrics.h', object: 'lxc', codec: metricsKey as StructCodec<object> },
   { header: 'metrics.h', object: 'lxc', codec: metricsValue as StructCodec<object> },
+  { header: 'lxc_config.h', object: 'lxc', codec: lxcConfig as StructCodec<object> },
 ];
 
 export * from './counter.js';
@@ -32,3 +34,4 @@ export * from './test-event.js';
 export * from './endpoint.js';
 export * from './flow-event.js';
 export * from './metrics.js';
+export * from './lxc-config.js';
