@@ -13,9 +13,8 @@
  * Everything is removed at the end, even on error (agent.remove() runs
  * `waggle agent --cleanup`). Needs root.
  */
-import { request } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { TestAgent } from '../test/helpers/agent.js';
+import { apiOk, apiRequest, TestAgent } from '../test/helpers/agent.js';
 import { median, printReport, type RateSummary } from './lib.js';
 
 const ROUND_SIZE = 20;
@@ -25,36 +24,8 @@ const BULK = 100;
 const GOAL_BULK_SECONDS = 5;
 const GOAL_RSS_MIB = 150;
 
-interface ApiResponse { status: number; body: unknown }
 
-/** One HTTP/JSON request to the agent's API over its unix socket. */
-function api(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request({
-      socketPath, method, path,
-      headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: unknown = text;
-        try { parsed = text ? JSON.parse(text) : undefined; } catch { /* keep the text */ }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
-async function apiOk(socketPath: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const r = await api(socketPath, method, path, body);
-  if (r.status !== 200) throw new Error(`${method} ${path} → ${r.status}: ${JSON.stringify(r.body)}`);
-  return r.body;
-}
 
 /** VmRSS (and VmHWM) of `pid` in MiB. */
 function rssMiB(pid: number): { rss: number; hwm: number } {
@@ -151,7 +122,7 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
     return figures;
   } finally {
     // Best effort through the API first (the agent still runs), then --cleanup.
-    for (const name of [...live]) await api(sock, 'DELETE', `/v1/endpoints/${encodeURIComponent(name)}`).catch(() => undefined);
+    for (const name of [...live]) await apiRequest(sock, 'DELETE', `/v1/endpoints/${encodeURIComponent(name)}`).catch(() => undefined);
     await agent.remove();
   }
 }

@@ -24,13 +24,12 @@
  * in `finally`, also on error. Needs root, iperf3 and python3.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { request } from 'node:http';
 import { basename } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { TestAgent } from '../test/helpers/agent.js';
+import { apiOk, TestAgent } from '../test/helpers/agent.js';
 import { Cleanup, createNetns, createVethPair, ip } from '../test/helpers/netns.js';
-import { checkTestAddress } from '../test/helpers/traffic.js';
+import { checkTestAddress, stop as stopChild } from '../test/helpers/traffic.js';
 import { median, pairedRatio, printReport, type RateSummary } from './lib.js';
 
 const ROUNDS = 7;
@@ -62,16 +61,6 @@ function spawnIn(ns: Ns, cmd: string[]): ChildProcess {
   return child;
 }
 
-/** Kills `child` by PID (`ip netns exec` execs in place) and waits for it, at most 5 s. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    setTimeout(resolve, 5_000).unref();
-  });
-  child.kill('SIGKILL');
-  await exited;
-}
 
 /** Runs `cmd` in `ns` to completion (killed after `timeoutMs`); resolves to stdout, rejects on failure. */
 function runIn(ns: Ns, cmd: string[], timeoutMs: number): Promise<string> {
@@ -172,33 +161,6 @@ async function rrSlice(pair: Pair, python: string): Promise<number> {
   }
 }
 
-function api(socketPath: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request({
-      socketPath, method, path,
-      headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        if (res.statusCode !== 200) {
-          reject(new Error(`${method} ${path} → ${res.statusCode}: ${text.trim()}`));
-          return;
-        }
-        try {
-          resolve(text ? JSON.parse(text) : undefined);
-        } catch (err) {
-          reject(err);
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 /** CPU seconds (user + system) `pid` has used so far. */
 function cpuSeconds(pid: number): number {
@@ -229,8 +191,8 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
     const endpoints: { name: string; ipv4: string; netnsPath: string }[] = [];
     for (const side of ['a', 'b']) {
       const name = `wglb-fwd-${process.pid}-${side}`;
-      const ep = await api(agent.apiSocket, 'POST', '/v1/endpoints', { name, namespace: 'bench', labels: { app: `fwd-${side}` } }) as { ipv4?: string; netnsPath: string };
-      cleanup.add(async () => { await api(agent.apiSocket, 'DELETE', `/v1/endpoints/${name}`); }, `delete endpoint ${name}`);
+      const ep = await apiOk(agent.apiSocket, 'POST', '/v1/endpoints', { name, namespace: 'bench', labels: { app: `fwd-${side}` } }) as { ipv4?: string; netnsPath: string };
+      cleanup.add(async () => { await apiOk(agent.apiSocket, 'DELETE', `/v1/endpoints/${name}`); }, `delete endpoint ${name}`);
       if (!ep.ipv4) throw new Error(`endpoint ${name} has no IPv4 address`);
       checkTestAddress(ep.ipv4);
       endpoints.push({ name, ipv4: ep.ipv4, netnsPath: ep.netnsPath });

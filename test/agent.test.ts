@@ -20,7 +20,6 @@ import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { closeFd } from '../src/bpf/fd.js';
@@ -28,10 +27,10 @@ import { linkInfo, LinkType } from '../src/bpf/link/link.js';
 import { bpf } from '../src/bpf/sys.js';
 import { AttachType, Cmd } from '../src/bpf/types.js';
 import { hostIfnameFor } from '../src/endpoint/plumbing.js';
-import { CLI, TestAgent } from './helpers/agent.js';
+import { apiRequest, CLI, TestAgent } from './helpers/agent.js';
 import { Cleanup, createNetns, ip, listNetns, type Netns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
-import { ping, tcpExchange, udpExchange } from './helpers/traffic.js';
+import { childEnv, ping, stop as stopChild, tcpExchange, udpExchange } from './helpers/traffic.js';
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
@@ -280,32 +279,6 @@ function pinnedIds(dir: string): { maps: number[]; progs: number[]; links: numbe
   return ids;
 }
 
-/** One JSON request to the agent's API over its unix socket. */
-function api<T = unknown>(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({
-      socketPath: socket, method, path,
-      headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        try {
-          resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : {}) as T });
-        } catch (err) {
-          reject(new Error(`${method} ${path}: answer is not JSON (${(err as Error).message}): ${text}`));
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path}: no answer in 60 s`)));
-    if (payload) req.write(payload);
-    req.end();
-  });
-}
 
 /** Asserts a CLI failure: exit code `code` and exactly one line `waggle: …` on stderr matching `message`. */
 function assertCliError(r: { code: number; stdout: string; stderr: string }, code: number, message: RegExp, what: string): void {
@@ -317,23 +290,7 @@ function assertCliError(r: { code: number; stdout: string; stderr: string }, cod
   assert.match(lines[0] as string, message, `${what}: stderr names the problem`);
 }
 
-/** Kills a child by PID (if it still runs) and waits for it, at most 5 s. */
-async function killChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    setTimeout(resolve, 5_000).unref();
-  });
-  child.kill('SIGKILL');
-  await exited;
-}
 
-/** Environment for child Node processes, without the node:test marker of the parent. */
-function childEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
 
 /** A `node -e SCRIPT PARAMS` process in `ns` whose stdout is JSON lines, collected as they come. */
 class JsonLinesProcess {
@@ -345,7 +302,7 @@ class JsonLinesProcess {
 
   constructor(ns: Netns, script: string, params: object) {
     this.child = ns.spawn([process.execPath, '-e', script, JSON.stringify(params)], { env: childEnv() });
-    cleanup.add(() => killChild(this.child), `process ${this.child.pid} in ${ns.name}`);
+    cleanup.add(() => stopChild(this.child), `process ${this.child.pid} in ${ns.name}`);
     this.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
       this.buf += d;
       let nl: number;
@@ -588,7 +545,7 @@ test('spoofing: traffic from an address or MAC that is not the endpoint\'s is dr
   const follow = spawn(process.execPath, [CLI, 'observe', '--follow', '-o', 'json'], {
     env: { ...childEnv(), WAGGLE_API_SOCKET: agent.apiSocket }, stdio: ['ignore', 'pipe', 'pipe'],
   });
-  cleanup.add(() => killChild(follow), `observe --follow (${follow.pid})`);
+  cleanup.add(() => stopChild(follow), `observe --follow (${follow.pid})`);
   let followed = '';
   follow.stdout?.setEncoding('utf8').on('data', (d: string) => { followed += d; });
   const followExit = new Promise<{ code: number | null; signal: string | null }>((resolve) => follow.once('exit', (code, signal) => resolve({ code, signal })));
@@ -906,12 +863,12 @@ test('bad input: an exhausted pool refuses the next endpoint with IPAM_EXHAUSTED
   const agent = await startAgent({ podCidrs: [`10.199.${octet}.0/30`, `fd99:${octet.toString(16)}::/64`] });
   const first = createEndpoint(agent, `ipam-${PID}-1`, 'app=one', 'ipam');
   assert.equal(first.ipv4, `10.199.${octet}.2`);
-  const status = async (): Promise<{ family: number; used: number }[]> => (await api<{ ipam: { family: number; used: number }[] }>(agent.apiSocket, 'GET', '/v1/status')).body.ipam;
+  const status = async (): Promise<{ family: number; used: number }[]> => (await apiRequest<{ ipam: { family: number; used: number }[] }>(agent.apiSocket, 'GET', '/v1/status')).body.ipam;
   assert.deepEqual((await status()).map((u) => [u.family, u.used]), [[4, 1], [6, 1]]);
 
   const second = `ipam-${PID}-2`;
   assertCliError(agent.cli(['endpoint', 'create', second, '--labels', 'app=two']), 1, new RegExp(`pod CIDR 10\\.199\\.${octet}\\.0/30 is exhausted`), 'exhausted pool');
-  const r = await api<{ error: { code: string; message: string } }>(agent.apiSocket, 'POST', '/v1/endpoints', { name: second, labels: { app: 'two' } });
+  const r = await apiRequest<{ error: { code: string; message: string } }>(agent.apiSocket, 'POST', '/v1/endpoints', { name: second, labels: { app: 'two' } });
   assert.equal(r.status, 409);
   assert.equal(r.body.error.code, 'IPAM_EXHAUSTED');
   assert.ok(!listNetns().includes(second));
@@ -1005,12 +962,12 @@ test('1,000 endpoint create/delete cycles through the API leak nothing', { timeo
   const started = Date.now();
   for (let i = 0; i < CYCLES; i++) {
     const name = `${prefix}${i}`;
-    const c = await api<Endpoint>(agent.apiSocket, 'POST', '/v1/endpoints', { name, namespace: 'cycle', labels: { app: 'cycle', n: String(i) } });
+    const c = await apiRequest<Endpoint>(agent.apiSocket, 'POST', '/v1/endpoints', { name, namespace: 'cycle', labels: { app: 'cycle', n: String(i) } });
     assert.equal(c.status, 200, `cycle ${i}: create: ${JSON.stringify(c.body)}`);
     assert.equal(c.body.state, 'ready');
     ifnames.add(c.body.hostIfname);
     made.ifnames.add(c.body.hostIfname);
-    const d = await api<{ deleted: string }>(agent.apiSocket, 'DELETE', `/v1/endpoints/${name}`);
+    const d = await apiRequest<{ deleted: string }>(agent.apiSocket, 'DELETE', `/v1/endpoints/${name}`);
     assert.equal(d.status, 200, `cycle ${i}: delete: ${JSON.stringify(d.body)}`);
     assert.equal(d.body.deleted, name);
     if (i === 9) {
@@ -1042,7 +999,7 @@ test('1,000 endpoint create/delete cycles through the API leak nothing', { timeo
   assert.deepEqual(walk(join(pinDirOf(agent), 'lxc')), [], 'no pinned link directories left under lxc/');
   assert.deepEqual(walk(pinDirOf(agent)), pinsAfter10, 'the same pins as after 10 cycles');
   assert.deepEqual(listEndpoints(agent), []);
-  const st = await api<{ endpoints: number; ipam: { used: number }[] }>(agent.apiSocket, 'GET', '/v1/status');
+  const st = await apiRequest<{ endpoints: number; ipam: { used: number }[] }>(agent.apiSocket, 'GET', '/v1/status');
   assert.equal(st.body.endpoints, 0);
   assert.deepEqual(st.body.ipam.map((u) => u.used), [0, 0], 'every address given back');
   const state = JSON.parse(readFileSync(join(agent.dir, 'state', 'state.json'), 'utf8')) as { endpoints: unknown[] };

@@ -4,6 +4,7 @@
  * `remove()` stops it and runs `waggle agent --cleanup`, so nothing is left.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -134,4 +135,38 @@ export class TestAgent {
     rmSync(this.dir, { recursive: true, force: true });
     if (r.status !== 0) throw new Error(`waggle agent --cleanup failed: ${r.stderr}`);
   }
+}
+
+/** One JSON request to an agent's API over its unix socket: the status and the parsed body. */
+export function apiRequest<T = unknown>(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = request({
+      socketPath: socket, method, path,
+      headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : {}) as T });
+        } catch (err) {
+          reject(new Error(`${method} ${path}: answer is not JSON (${(err as Error).message}): ${text}`));
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path}: no answer in 60 s`)));
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+/** Like {@link apiRequest}, rejecting unless the agent answered 200; resolves to the body. */
+export async function apiOk<T = unknown>(socket: string, method: string, path: string, body?: unknown): Promise<T> {
+  const r = await apiRequest<T>(socket, method, path, body);
+  if (r.status !== 200) throw new Error(`${method} ${path} → ${r.status}: ${JSON.stringify(r.body)}`);
+  return r.body;
 }

@@ -26,7 +26,7 @@ export function checkTestAddress(addr: string): 4 | 6 {
 }
 
 /** Environment for child Node processes, without the node:test marker of the parent. */
-function childEnv(): NodeJS.ProcessEnv {
+export function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
   return env;
@@ -40,7 +40,7 @@ interface RunResult {
 }
 
 /** Kills `child` (by PID) if it still runs and waits for it to exit, at most 5 s. */
-async function stop(child: ChildProcess): Promise<void> {
+export async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
