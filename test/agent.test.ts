@@ -128,18 +128,6 @@ async function startAgent(opts: ConstructorParameters<typeof TestAgent>[0] = {})
   return agent;
 }
 
-/** The flags TestAgent passes (its own are private): for running `waggle agent --cleanup` by hand. */
-function agentFlags(agent: TestAgent): string[] {
-  return [
-    '--node-name', agent.nodeName,
-    '--state-dir', join(agent.dir, 'state'),
-    '--bpffs-root', join(agent.dir, 'bpffs'),
-    '--api-socket', agent.apiSocket,
-    '--http-listen', '127.0.0.1:0',
-    ...agent.podCidrs.flatMap((c) => ['--pod-cidr', c]),
-  ];
-}
-
 const pinDirOf = (agent: TestAgent): string => join(agent.dir, 'bpffs', 'maps');
 
 function createEndpoint(agent: TestAgent, name: string, labels: string, namespace: string, extra: string[] = []): Endpoint {
@@ -929,7 +917,7 @@ test('a second agent with the same API socket refuses to start and exits, withou
   const ep = createEndpoint(agent, `dup-${PID}-a`, 'app=a', 'dup');
   const stateFile = join(agent.dir, 'state', 'state.json');
   const stateBefore = readFileSync(stateFile, 'utf8');
-  const r = spawnSync(process.execPath, [CLI, 'agent', ...agentFlags(agent)], { encoding: 'utf8', timeout: 15_000 });
+  const r = spawnSync(process.execPath, [CLI, 'agent', ...agent.flags], { encoding: 'utf8', timeout: 15_000 });
   assert.equal(r.error, undefined, `the second agent must exit on its own (${r.error?.message}); it printed: ${r.stdout}${r.stderr}`);
   assertCliError({ code: r.status ?? -1, stdout: '', stderr: r.stderr }, 1, /another agent is already serving/, 'second agent');
   assert.ok(!r.stdout.includes('restored endpoints'), `the second agent must not restore the running agent's endpoints:\n${r.stdout}`);
@@ -1038,7 +1026,7 @@ test('waggle agent --cleanup removes namespaces, links, programs, pins, the bpff
   // Stopped: the datapath still runs.
   assert.equal(await ping(endpointNs(a.name), b.ipv6 as string, 1), 1);
 
-  const r = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...agentFlags(agent)], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...agent.flags], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`removed 3 endpoint\\(s\\): ${a.name}, ${b.name}, ${c.name}`));
 
@@ -1060,7 +1048,7 @@ test('waggle agent --cleanup removes namespaces, links, programs, pins, the bpff
   });
 
   // Cleaning up again finds nothing and succeeds.
-  const again = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...agentFlags(agent)], { encoding: 'utf8', timeout: 60_000 });
+  const again = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...agent.flags], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /removed 0 endpoint\(s\)/);
 });

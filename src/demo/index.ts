@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, stream } from '../cli/client.js';
+import { spawnAgent } from '../agent/process.js';
 import { compactLine, isControlFlow, type HubbleRecord } from '../observe/hubble.js';
 import type { EndpointStatus } from '../endpoint/manager.js';
 
@@ -65,20 +66,9 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   let agent: ChildProcess | undefined;
   try {
     out('▶ starting a Waggle agent with its own temporary state');
-    agent = spawn(process.execPath, [CLI, 'agent', ...agentFlags], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const url = await new Promise<string>((resolve, reject) => {
-      let log = '';
-      let url = '';
-      const onData = (c: Buffer): void => {
-        log += c.toString();
-        const m = /listening on (http:\/\/[^"\s]+)/.exec(log);
-        if (m) url = m[1] as string;
-        if (log.includes('"agent ready"')) resolve(url);
-      };
-      agent?.stdout?.on('data', onData);
-      agent?.stderr?.on('data', onData);
-      agent?.once('exit', (code) => reject(new Error(`the agent exited (${code}): ${log.trim().split('\n').pop() ?? ''}`)));
-    });
+    const started = await spawnAgent(CLI, agentFlags, { timeoutMs: 60_000 });
+    agent = started.child;
+    const url = started.url;
     out(`  agent ready; health, metrics and (later) the web UI at ${url}`);
 
     const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2` };

@@ -3,12 +3,13 @@
  * state directory, bpffs, API socket and port, and runs CLI commands against it.
  * `remove()` stops it and runs `waggle agent --cleanup`, so nothing is left.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnAgent } from '../../src/agent/process.js';
 
 /** The compiled CLI entry point (dist/src/cli/main.js). */
 export const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -34,7 +35,8 @@ export class TestAgent {
   readonly nodeName: string;
   readonly apiSocket: string;
   readonly podCidrs: string[];
-  private readonly flags: string[];
+  /** The agent's flags (also what `waggle agent --cleanup` needs to find what it made). */
+  readonly flags: readonly string[];
   private proc: ChildProcess | undefined;
   private logText = '';
   /** The http address the agent printed (`http://127.0.0.1:PORT`). */
@@ -70,29 +72,14 @@ export class TestAgent {
 
   /** Starts the agent process and waits until it serves its API. */
   async start(timeoutMs = 20_000): Promise<void> {
-    const proc = spawn(process.execPath, [CLI, 'agent', ...this.flags], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = proc;
-    // Only this start's log counts (a restart appends to the earlier one).
-    const from = this.logText.length;
-    await new Promise<void>((resolvePromise, reject) => {
-      const timer = setTimeout(() => reject(new Error(`agent did not become ready in ${timeoutMs} ms:\n${this.logText}`)), timeoutMs);
-      const onData = (chunk: Buffer): void => {
-        this.logText += chunk.toString('utf8');
-        const mine = this.logText.slice(from);
-        const m = /listening on (http:\/\/[^"\s]+)/.exec(mine);
-        if (m) this.url = m[1] as string;
-        if (mine.includes('"agent ready"')) {
-          clearTimeout(timer);
-          resolvePromise();
-        }
-      };
-      proc.stdout?.on('data', onData);
-      proc.stderr?.on('data', onData);
-      proc.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`agent exited with ${code} before it was ready:\n${this.logText}`));
-      });
-    });
+    // A restart appends to the earlier log; readiness is judged on this start's output only.
+    try {
+      const started = await spawnAgent(CLI, this.flags, { timeoutMs, onOutput: (text) => { this.logText += text; } });
+      this.proc = started.child;
+      this.url = started.url;
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${this.logText}`);
+    }
   }
 
   /** Sends SIGTERM and waits for the process to exit. */
