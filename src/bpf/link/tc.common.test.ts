@@ -4,7 +4,7 @@
  * veth, counted by counter_tc on namespace B's end.
  */
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { Collection, type LoadOptions } from '../object.js';
@@ -67,6 +67,18 @@ function guard(t: TestContext): boolean {
   return skipUnlessRoot(t) || requireTools(t, 'ip', 'ping');
 }
 
+/**
+ * True (skipped) only on a kernel older than 6.6, which has no tcx; a 6.6+
+ * kernel without tcx is a failure, not a skip.
+ */
+function skipWithoutTcx(t: TestContext): boolean {
+  if (supportsTcx()) return false;
+  const [major = 0, minor = 0] = readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map((x) => parseInt(x, 10));
+  if (major > 6 || (major === 6 && minor >= 6)) throw new Error(`kernel ${major}.${minor} should support tcx links, but the probe says it does not`);
+  t.skip(`kernel ${major}.${minor} has no tcx (needs 6.6)`);
+  return true;
+}
+
 function tcSuite(mode: 'tcx' | 'clsact'): void {
   describe(`TC attachment (${mode})`, () => {
     const attach = (topo: Topology, program: Parameters<typeof attachTc>[0], direction: TcDirection): TcAttachment =>
@@ -75,7 +87,7 @@ function tcSuite(mode: 'tcx' | 'clsact'): void {
 
     test('ingress counts ICMP, ICMPv6, TCP and UDP; after detach nothing is counted', async (t) => {
       if (guard(t)) return;
-      if (mode === 'tcx' && !supportsTcx()) return t.skip('kernel without tcx');
+      if (mode === 'tcx' && skipWithoutTcx(t)) return;
       const topo = topology(`${mode}i`);
       const { coll, counters } = loadCounter();
       const att = attach(topo, coll.program('tc_count'), 'ingress');
@@ -106,7 +118,7 @@ function tcSuite(mode: 'tcx' | 'clsact'): void {
 
     test('egress counts the echo replies B sends', async (t) => {
       if (guard(t)) return;
-      if (mode === 'tcx' && !supportsTcx()) return t.skip('kernel without tcx');
+      if (mode === 'tcx' && skipWithoutTcx(t)) return;
       const topo = topology(`${mode}e`);
       const { coll, counters } = loadCounter({ constants: { count_protocol: ICMP } });
       const att = attach(topo, coll.program('tc_count'), 'egress');
@@ -157,7 +169,7 @@ tcSuite('clsact');
 describe('tcx links pin', () => {
   test('a pinned tcx link survives closing every handle, reopens from the pin and detaches', async (t) => {
     if (guard(t) || requireTools(t, 'mount', 'umount')) return;
-    if (!supportsTcx()) return t.skip('kernel without tcx');
+    if (skipWithoutTcx(t)) return;
     const topo = topology('pin');
     const fs = mountTempBpffs();
     cleanup.add(() => fs.unmount(), `bpffs ${fs.path}`);
