@@ -20,6 +20,7 @@ import { inNetns } from '../netlink/netns.js';
 import { bpfObjectPath } from '../datapath/objects.js';
 import { counterValue, type CounterValue } from '../datapath/codecs/counter.js';
 import { createTopology, execIn, ifindexIn, type Topology } from './topology.js';
+import { netnsPathFor } from '../endpoint/plumbing.js';
 
 type Log = (line: string) => void;
 
@@ -45,7 +46,7 @@ async function tcpTransfer(topo: Topology, bytes: number): Promise<number> {
   const port = 18081;
   const server = `const s=require('net').createServer(c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>{c.end(String(n));s.close()})}).listen(${port},'${topo.addrB4}',()=>console.log('up'));setTimeout(()=>process.exit(1),10000)`;
   const client = `const c=require('net').connect(${port},'${topo.addrB4}',()=>c.end(Buffer.alloc(${bytes})));let r='';c.on('data',d=>r+=d);c.on('close',()=>console.log(r));c.on('error',e=>{console.error(e.message);process.exit(1)});setTimeout(()=>process.exit(1),10000)`;
-  const child = spawn('ip', ['netns', 'exec', topo.nsB, process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn('nsenter', [`--net=${netnsPathFor(topo.nsB)}`, '--', process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
     await new Promise<void>((resolve, reject) => {
       child.stdout.once('data', () => resolve());
@@ -105,7 +106,7 @@ export async function runSelfcheck(log: Log): Promise<boolean> {
     const ifindex = ifindexIn(topo.nsB, topo.devB);
     let xdpLink: Link | undefined;
     let tcLink: TcAttachment | undefined;
-    inNetns(`/var/run/netns/${topo.nsB}`, () => {
+    inNetns(netnsPathFor(topo.nsB), () => {
       xdpLink = attachXdp(xdp.program('xdp_count'), ifindex, { mode: 'generic' });
       tcLink = attachTc(tc.program('tc_count'), ifindex, 'ingress');
     });

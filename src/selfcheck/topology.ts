@@ -1,9 +1,12 @@
 /**
  * A throw-away two-namespace topology for the self-check: namespaces A and B
  * joined by a veth pair, with private addresses that exist only inside them.
- * Built with iproute2; the agent's own plumbing (rtnetlink) replaces this.
+ * Built with the same rtnetlink library the agent uses.
  */
 import { execFileSync } from 'node:child_process';
+import { addAddress, createVeth, getLink, setLinkUp } from '../netlink/index.js';
+import { closeNetns, createNamedNetns, deleteNamedNetns, openNetns } from '../netlink/netns.js';
+import { netnsPathFor } from '../endpoint/plumbing.js';
 
 export interface Topology {
   nsA: string;
@@ -17,34 +20,39 @@ export interface Topology {
   remove(): void;
 }
 
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-}
-
-/** Creates the topology; on failure removes whatever part was made. */
+/** Creates the topology with Waggle's rtnetlink library; on failure removes whatever part was made. */
 export function createTopology(): Topology {
   const id = `${process.pid % 100000}`;
   const nsA = `waggle-sc-${id}-a`;
   const nsB = `waggle-sc-${id}-b`;
+  const made: string[] = [];
   const topo: Topology = {
     nsA, nsB, devB: 'wsc-b',
     addrA4: '10.199.250.1', addrB4: '10.199.250.2',
     addrA6: 'fd99:250::1', addrB6: 'fd99:250::2',
     remove() {
-      for (const ns of [nsA, nsB]) {
-        try { ip('netns', 'del', ns); } catch { /* already gone */ }
-      }
+      // Deleting a namespace deletes the veth end inside it, and so the pair.
+      for (const ns of made.splice(0).reverse()) deleteNamedNetns(ns);
     },
   };
   try {
-    ip('netns', 'add', nsA);
-    ip('netns', 'add', nsB);
-    ip('-n', nsA, 'link', 'add', 'wsc-a', 'type', 'veth', 'peer', 'name', topo.devB, 'netns', nsB);
+    for (const ns of [nsA, nsB]) {
+      createNamedNetns(ns);
+      made.push(ns);
+    }
+    const fdB = openNetns(netnsPathFor(nsB));
+    try {
+      createVeth({ name: 'wsc-a', peerName: topo.devB, peerNetnsFd: fdB }, { netnsPath: netnsPathFor(nsA) });
+    } finally {
+      closeNetns(fdB);
+    }
     for (const [ns, dev, v4, v6] of [[nsA, 'wsc-a', topo.addrA4, topo.addrA6], [nsB, topo.devB, topo.addrB4, topo.addrB6]] as const) {
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-      ip('-n', ns, 'addr', 'add', `${v4}/24`, 'dev', dev);
-      ip('-n', ns, 'addr', 'add', `${v6}/64`, 'dev', dev, 'nodad');
-      ip('-n', ns, 'link', 'set', dev, 'up');
+      const inside = { netnsPath: netnsPathFor(ns) };
+      const link = getLink(dev, inside);
+      if (!link) throw new Error(`veth end ${dev} missing in namespace ${ns}`);
+      addAddress(link.ifindex, `${v4}/24`, {}, inside);
+      addAddress(link.ifindex, `${v6}/64`, { nodad: true }, inside);
+      setLinkUp(link.ifindex, true, inside);
     }
     return topo;
   } catch (err) {
@@ -56,7 +64,7 @@ export function createTopology(): Topology {
 /** Runs `cmd` inside namespace `ns`; returns stdout (non-zero exits are returned, not thrown). */
 export function execIn(ns: string, cmd: string[], timeoutMs = 15_000): { code: number; stdout: string } {
   try {
-    const stdout = execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    const stdout = execFileSync('nsenter', [`--net=${netnsPathFor(ns)}`, '--', ...cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
     return { code: 0, stdout };
   } catch (err) {
     const e = err as { status?: number; stdout?: string };
@@ -66,8 +74,7 @@ export function execIn(ns: string, cmd: string[], timeoutMs = 15_000): { code: n
 
 /** Interface index of `dev` inside `ns`. */
 export function ifindexIn(ns: string, dev: string): number {
-  const out = JSON.parse(ip('-n', ns, '-j', 'link', 'show', 'dev', dev)) as { ifindex: number }[];
-  const first = out[0];
-  if (!first) throw new Error(`no device ${dev} in namespace ${ns}`);
-  return first.ifindex;
+  const link = getLink(dev, { netnsPath: netnsPathFor(ns) });
+  if (!link) throw new Error(`no device ${dev} in namespace ${ns}`);
+  return link.ifindex;
 }
