@@ -50,6 +50,7 @@ export class EndpointManager {
   private readonly ipam: Ipam;
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly problems = new Map<string, string>();
+  private viewIndex: { byId: Map<number, EndpointView>; byIp: Map<string, EndpointView> } | undefined;
   /** Serialises mutations: the API handles one create/delete at a time. */
   private queue: Promise<unknown> = Promise.resolve();
   /** The endpoint programs, loaded (or found pinned) once on first use and shared by every endpoint. */
@@ -91,18 +92,29 @@ export class EndpointManager {
     return this.status(r);
   }
 
-  /** Endpoint by datapath ID, for flow enrichment. */
-  view(id: number): EndpointView | undefined {
-    for (const r of this.endpoints.values()) {
-      if (r.id === id) return { id, name: r.name, namespace: r.namespace, labels: hubbleLabels(r.labels, r.namespace), hostIfname: r.hostIfname };
+  /** Flow-enrichment views by ID and by address, built once per change of the endpoint set. */
+  private views(): { byId: Map<number, EndpointView>; byIp: Map<string, EndpointView> } {
+    if (!this.viewIndex) {
+      const byId = new Map<number, EndpointView>();
+      const byIp = new Map<string, EndpointView>();
+      for (const r of this.endpoints.values()) {
+        const v: EndpointView = { id: r.id, name: r.name, namespace: r.namespace, labels: hubbleLabels(r.labels, r.namespace), hostIfname: r.hostIfname };
+        byId.set(r.id, v);
+        for (const ip of [r.ipv4, r.ipv6]) if (ip) byIp.set(ip, v);
+      }
+      this.viewIndex = { byId, byIp };
     }
-    return undefined;
+    return this.viewIndex;
+  }
+
+  /** Endpoint by datapath ID, for flow enrichment (called per flow event). */
+  view(id: number): EndpointView | undefined {
+    return this.views().byId.get(id);
   }
 
   /** Endpoint by address, for flow enrichment. */
   viewByIp(ip: string): EndpointView | undefined {
-    for (const r of this.endpoints.values()) if (r.ipv4 === ip || r.ipv6 === ip) return this.view(r.id);
-    return undefined;
+    return this.views().byIp.get(ip);
   }
 
   get count(): number {
@@ -217,7 +229,8 @@ export class EndpointManager {
       undo.push(() => this.deleteMapEntries(record));
       this.writeMapEntries(record);
       this.endpoints.set(record.name, record);
-      undo.push(() => { this.endpoints.delete(record.name); });
+      this.viewIndex = undefined;
+      undo.push(() => { this.endpoints.delete(record.name); this.viewIndex = undefined; });
       this.save();
       undo.clear();
       log.info({ endpoint: record.name, id, ipv4: record.ipv4, ipv6: record.ipv6, hostIfname }, 'endpoint created');
@@ -235,6 +248,7 @@ export class EndpointManager {
       if (!r) throw new ApiError(404, 'ENDPOINT_NOT_FOUND', `no endpoint named ${name}`);
       this.teardown(r);
       this.endpoints.delete(name);
+      this.viewIndex = undefined;
       this.problems.delete(name);
       this.save();
       this.opts.log.info({ endpoint: name, id: r.id }, 'endpoint deleted');
@@ -259,6 +273,7 @@ export class EndpointManager {
     const state = this.store.load();
     for (const r of state.endpoints) {
       this.endpoints.set(r.name, r);
+      this.viewIndex = undefined;
       for (const ip of [r.ipv4, r.ipv6]) if (ip) this.ipam.claim(ip, r.name);
     }
     for (const r of state.endpoints) {
@@ -316,6 +331,7 @@ export class EndpointManager {
       removed.push(r.name);
     }
     this.endpoints.clear();
+    this.viewIndex = undefined;
     return removed;
   }
 }
