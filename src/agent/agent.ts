@@ -28,15 +28,10 @@ function ensureSharedMaps(pinDir: string): void {
 }
 
 /** Lost events counted by the datapath (metrics direction METRIC_EVENT_LOST). */
-function lostEvents(pinDir: string): number {
-  const m = metricsMap(pinDir);
-  try {
-    let lost = 0;
-    for (const [k, v] of m.entries()) if (k.direction === 3) lost += v.reduce((a, x) => a + x.packets, 0);
-    return lost;
-  } finally {
-    m.close();
-  }
+function lostEvents(metrics: ReturnType<typeof metricsMap>): number {
+  let lost = 0;
+  for (const [k, v] of metrics.entries()) if (k.direction === 3) lost += v.reduce((a, x) => a + x.packets, 0);
+  return lost;
 }
 
 function listen(server: Server, hostPort: string): Promise<string> {
@@ -81,9 +76,10 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id), (ip) => endpoints.viewByIp(ip));
     flows.add({ flow, node_name: cfg.nodeName, time: flow.time });
   }, { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
-  let lostSeen = lostEvents(pinDir);
+  const metrics = metricsMap(pinDir);
+  let lostSeen = lostEvents(metrics);
   const lostTimer = setInterval(() => {
-    const now = lostEvents(pinDir);
+    const now = lostEvents(metrics);
     if (now > lostSeen) {
       const rec: HubbleRecord = { lost_events: { source: 'PERF_EVENT_RING_BUFFER', num_events_lost: now - lostSeen }, node_name: cfg.nodeName, time: new Date().toISOString() };
       flows.add(rec);
@@ -106,6 +102,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     api = await serveApi(cfg.apiSocket, agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
   } catch (err) {
     clearInterval(lostTimer);
+    metrics.close();
     await ring.stop();
     ring.close();
     throw err;
@@ -129,6 +126,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     log,
     async stop() {
       clearInterval(lostTimer);
+      metrics.close();
       await ring.stop();
       ring.close();
       await new Promise<void>((r) => api.close(() => r()));
