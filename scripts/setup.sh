@@ -13,8 +13,9 @@ fi
 # clang/llvm build the datapath; libbpf-dev + linux-libc-dev give its headers;
 # libbpf1 is what Waggle loads objects with at run time; iproute2, iputils-ping
 # and iperf3 make the test and self-check topologies and traffic; bpftool is for
-# inspecting what Waggle loaded.
-PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev iproute2 iputils-ping iperf3 bpftool)
+# inspecting what Waggle loaded; iptables and nftables are the classic firewalls
+# the policy benchmarks compare Waggle with (Waggle itself uses neither).
+PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev iproute2 iputils-ping iperf3 bpftool iptables nftables)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

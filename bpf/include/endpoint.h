@@ -10,6 +10,12 @@
 #define ENDPOINT_FAMILY_IPV4 2  /* AF_INET */
 #define ENDPOINT_FAMILY_IPV6 10 /* AF_INET6 */
 
+/* endpoint_info.flags: the endpoint has policy entries in that direction
+ * (`policy` map) and its traffic is looked up there; without the flag no
+ * policy selects it in that direction and everything is allowed. */
+#define ENDPOINT_F_POLICY_INGRESS 0x1
+#define ENDPOINT_F_POLICY_EGRESS 0x2
+
 /* Entries of the `endpoints` hash map. */
 #define ENDPOINTS_MAX 65536
 
@@ -26,7 +32,8 @@ struct endpoint_info {
 	__u32 endpoint_id; /* the agent's endpoint ID, 1..65535 */
 	__u8 mac[6];       /* the endpoint's own MAC (its eth0 inside its namespace) */
 	__u8 node_mac[6];  /* the host-side veth's MAC: the endpoint's router MAC */
-	__u32 flags;       /* ENDPOINT_F_*; none defined yet, keep 0 */
+	__u32 flags;       /* ENDPOINT_F_* */
+	__u32 identity;    /* the endpoint's security identity */
 };
 
 #endif

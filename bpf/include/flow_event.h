@@ -10,6 +10,7 @@
 /* flow_event.type (Cilium monitor message types). */
 #define FLOW_EVENT_DROP 1
 #define FLOW_EVENT_TRACE 4
+#define FLOW_EVENT_POLICY_VERDICT 5
 
 /* flow_event.obs_point (Hubble TraceObservationPoint). */
 #define OBS_TO_STACK 3       /* handed to the node's network stack */
@@ -34,13 +35,23 @@
 #define FLOW_TCP_ECE 0x40
 #define FLOW_TCP_CWR 0x80
 
-/* 80 bytes. Multi-byte numbers are host byte order; addresses network order. */
+/* flow_event.flags */
+#define FLOW_F_REPLY_KNOWN 0x01  /* conntrack knows the direction: FLOW_F_IS_REPLY is meaningful */
+#define FLOW_F_IS_REPLY 0x02     /* the packet belongs to the reply direction of its connection */
+#define FLOW_F_INGRESS 0x04      /* policy verdicts and policy drops: decided by ingress policy */
+#define FLOW_F_EGRESS 0x08       /* ... by egress policy */
+
+/* 96 bytes. Multi-byte numbers are host byte order; addresses network order. */
 struct flow_event {
 	__u64 time_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 endpoint_id;   /* the endpoint whose program observed the packet */
 	__u32 ifindex;       /* the device of the hook that observed it */
 	__u32 src_endpoint;  /* endpoint ID of the source, 0 when not local */
 	__u32 dst_endpoint;  /* endpoint ID of the destination, 0 when not local */
+	__u32 src_identity;  /* security identity of the source, 0 when not known */
+	__u32 dst_identity;  /* ... of the destination */
+	__u32 egress_cookie; /* the rule of the source's egress policy that decided (0: none) */
+	__u32 ingress_cookie;/* the rule of the destination's ingress policy that decided */
 	__u32 pkt_len;       /* skb->len */
 	__u16 drop_reason;   /* drop_reasons.h; 0 for traces */
 	__u16 line;          /* source line of the drop in the program; 0 for traces */
@@ -55,7 +66,8 @@ struct flow_event {
 	__u16 src_port;      /* TCP/UDP/SCTP only */
 	__u16 dst_port;      /* TCP/UDP/SCTP only */
 	__u16 eth_proto;     /* the Ethernet type (0x0800, 0x86dd, 0x0806, ...) */
-	__u8 pad[2];
+	__u8 match_type;     /* POLICY_MATCH_* of the deciding rule (policy verdicts, policy drops) */
+	__u8 flags;          /* FLOW_F_* */
 	__u8 src_addr[16];   /* IPv4 in the first 4 bytes */
 	__u8 dst_addr[16];
 };

@@ -10,6 +10,10 @@
 
 #include <linux/types.h>
 
+/* lxc_config.flags: as ENDPOINT_F_POLICY_* (the same endpoint's flags). */
+#define LXC_CONFIG_F_POLICY_INGRESS 0x1
+#define LXC_CONFIG_F_POLICY_EGRESS 0x2
+
 /* Entries of the `lxc_config` hash map (one per endpoint, like `endpoints`). */
 #define LXC_CONFIG_MAX 65536
 
@@ -21,7 +25,8 @@ struct lxc_config {
 	__u8 ipv6[16];      /* the endpoint's IPv6 address */
 	__u8 mac[6];        /* the endpoint's own MAC (its eth0) */
 	__u8 host_mac[6];   /* the host-side veth's MAC: the router MAC the endpoint sees */
-	__u32 flags;        /* LXC_CONFIG_F_*; none defined yet, keep 0 */
+	__u32 flags;        /* LXC_CONFIG_F_* */
+	__u32 identity;     /* the endpoint's security identity */
 };
 
 #endif

@@ -33,4 +33,16 @@ static __always_inline struct endpoint_info *lookup_endpoint6(const __u8 *addr)
 	return bpf_map_lookup_elem(&endpoints, &key);
 }
 
+/* The local endpoint that owns `addr` (4 or 16 bytes by `family`), if any. */
+static __always_inline struct endpoint_info *lookup_endpoint(__u8 family, const __u8 *addr)
+{
+	struct endpoint_key key = { .family = family };
+
+	if (family == ENDPOINT_FAMILY_IPV4)
+		__builtin_memcpy(key.addr, addr, 4);
+	else
+		__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&endpoints, &key);
+}
+
 #endif

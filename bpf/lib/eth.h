@@ -20,12 +20,14 @@
 #define PKT_HEADROOM_PULL 128
 
 /* Bytes of an L4 header that the programs read directly after the IP header:
- * TCP and UDP headers (ports, flags), the ICMPv4 type and code, and for
- * ICMPv6 a neighbor solicitation up to its target address. */
+ * TCP and UDP headers (ports, flags), the SCTP ports, the ICMPv4 header (type,
+ * code, echo identifier), and for ICMPv6 a neighbor solicitation up to its
+ * target address. */
 #define PKT_L4_TCP 20
 #define PKT_L4_UDP 8
-#define PKT_L4_ICMP 2
+#define PKT_L4_ICMP 8
 #define PKT_L4_ICMPV6 24
+#define PKT_L4_SCTP 4
 /* An Ethernet/IPv4 ARP packet. */
 #define PKT_ARP_LEN 28
 
@@ -50,6 +52,8 @@ static __always_inline __u32 pkt_l4_len(__u8 proto)
 		return PKT_L4_ICMP;
 	case IPPROTO_ICMPV6:
 		return PKT_L4_ICMPV6;
+	case IPPROTO_SCTP:
+		return PKT_L4_SCTP;
 	}
 	return 0;
 }

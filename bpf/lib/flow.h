@@ -1,12 +1,15 @@
 /* What the endpoint programs report: flow events into the `events` ring
- * buffer and packet counts into the per-CPU `metrics` map.
+ * buffer and packet counts into the per-CPU `metrics` array.
  *
  * Monitor aggregation keeps the per-packet cost low under load: a trace
- * (forwarded packet) event is emitted only for a flow the `flow_seen` LRU map
- * has not seen, for TCP segments carrying SYN, FIN or RST, or when the flow's
- * last event is at least `trace_interval_ns` old (1 s by default). A flow is
- * the 5-tuple plus the observing endpoint and observation point. Drops are
- * never aggregated (see drop.h). Every packet is counted in `metrics`. */
+ * (forwarded packet) event is emitted only for the first packet of a
+ * connection in each direction, for TCP segments carrying SYN, FIN or RST, or
+ * when the direction's last event is at least `trace_interval_ns` old (1 s by
+ * default). For connection-tracked traffic the conntrack entry holds that
+ * state (no extra lookup); other traffic (ICMP errors, link-scope control)
+ * uses the `flow_seen` LRU map, keyed by the 5-tuple plus the observing
+ * endpoint and observation point. Drops are never aggregated (see drop.h).
+ * Every packet is counted in `metrics`. */
 #ifndef WAGGLE_LIB_FLOW_H
 #define WAGGLE_LIB_FLOW_H
 
@@ -39,9 +42,9 @@ struct {
 } events SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, METRICS_MAX);
-	__type(key, struct metrics_key);
+	__type(key, __u32);
 	__type(value, struct metrics_value);
 } metrics SEC(".maps");
 
@@ -80,21 +83,27 @@ struct pkt_info {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
+	__u8 l4_ok;         /* the L4 header was there in full (ports, flags, ICMP id) */
+	__u8 fragment;      /* a non-first IPv4 fragment: no L4 header */
+	__u8 match_type;    /* POLICY_MATCH_* of the deciding rule */
+	__u8 flags;         /* FLOW_F_* for the event */
+	__u16 icmp_id;      /* ICMP echo identifier (host order) */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 egress_cookie;
+	__u32 ingress_cookie;
 };
 
 /* Counts one packet of `len` bytes under (reason, direction). */
 static __always_inline void metrics_count(__u16 reason, __u8 direction, __u32 len)
 {
-	struct metrics_key key = { .reason = reason, .direction = direction };
-	struct metrics_value first = { .packets = 1, .bytes = len };
-	struct metrics_value *v = bpf_map_lookup_elem(&metrics, &key);
+	__u32 index = METRICS_INDEX(reason, direction);
+	struct metrics_value *v = bpf_map_lookup_elem(&metrics, &index);
 
 	if (v) {
 		v->packets++;
 		v->bytes += len;
-		return;
 	}
-	bpf_map_update_elem(&metrics, &key, &first, BPF_NOEXIST);
 }
 
 /* Reads the L4 header at `l4` (ports, TCP flags, ICMP type and code). */
@@ -109,25 +118,36 @@ static __always_inline void parse_l4(struct pkt_info *pi, void *l4, void *data_e
 		pi->sport = bpf_ntohs(th->source);
 		pi->dport = bpf_ntohs(th->dest);
 		pi->tcp_flags = ((__u8 *)th)[13];
+		pi->l4_ok = 1;
 		return;
 	}
-	case IPPROTO_UDP: {
-		struct udphdr *uh = l4;
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		/* Both start with the source and destination ports. */
+		__be16 *ports = l4;
 
-		if ((void *)(uh + 1) > data_end)
+		if ((void *)(ports + 2) > data_end)
 			return;
-		pi->sport = bpf_ntohs(uh->source);
-		pi->dport = bpf_ntohs(uh->dest);
+		pi->sport = bpf_ntohs(ports[0]);
+		pi->dport = bpf_ntohs(ports[1]);
+		pi->l4_ok = 1;
 		return;
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		__u8 *ic = l4;
 
-		if ((void *)(ic + 2) > data_end)
+		if ((void *)(ic + 8) > data_end) {
+			if ((void *)(ic + 2) <= data_end) {
+				pi->icmp_type = ic[0];
+				pi->icmp_code = ic[1];
+			}
 			return;
+		}
 		pi->icmp_type = ic[0];
 		pi->icmp_code = ic[1];
+		pi->icmp_id = (__u16)ic[4] << 8 | ic[5];
+		pi->l4_ok = 1;
 		return;
 	}
 	}
@@ -147,8 +167,10 @@ static __always_inline void *parse_ipv4(struct pkt_info *pi, struct iphdr *ip, v
 	if (ihl < 5)
 		return NULL;
 	/* Only the first fragment carries the L4 header. */
-	if (ip->frag_off & bpf_htons(0x1fff))
+	if (ip->frag_off & bpf_htons(0x1fff)) {
+		pi->fragment = 1;
 		return NULL;
+	}
 	l4 = (void *)ip + ihl * 4;
 	parse_l4(pi, l4, data_end);
 	return l4;
@@ -190,7 +212,15 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_i
 		return;
 	}
 	e->time_ns = bpf_ktime_get_ns();
-	e->endpoint_id = pi->endpoint_id;
+	/* Ingress policy is the destination endpoint's: it observes the verdict. */
+	e->endpoint_id = (pi->flags & FLOW_F_INGRESS) && dst_ep && dst_ep != pi->endpoint_id &&
+				 type != FLOW_EVENT_TRACE ? dst_ep : pi->endpoint_id;
+	e->src_identity = pi->src_identity;
+	e->dst_identity = pi->dst_identity;
+	e->egress_cookie = pi->egress_cookie;
+	e->ingress_cookie = pi->ingress_cookie;
+	e->match_type = pi->match_type;
+	e->flags = pi->flags;
 	e->ifindex = skb->ifindex;
 	e->src_endpoint = src_ep;
 	e->dst_endpoint = dst_ep;
@@ -208,8 +238,6 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_i
 	e->src_port = pi->sport;
 	e->dst_port = pi->dport;
 	e->eth_proto = pi->eth_proto;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
 	__builtin_memcpy(e->src_addr, pi->saddr, 16);
 	__builtin_memcpy(e->dst_addr, pi->daddr, 16);
 	bpf_ringbuf_submit(e, 0);
@@ -273,14 +301,14 @@ static __always_inline __u32 local_endpoint_id(const struct pkt_info *pi, const 
  * local endpoint's (it has just looked it up): reported as 0, not looked up. */
 #define TRACE_EP_NONE 0xffffffffU
 
-/* Records a forwarded packet: counts it and, subject to monitor aggregation,
- * emits a trace event. A zero src_ep/dst_ep is resolved from the endpoints
- * map only when an event is actually emitted; TRACE_EP_NONE is reported as 0. */
-static __always_inline void trace_forward(struct __sk_buff *skb, const struct pkt_info *pi,
-					  __u8 obs_point, __u32 src_ep, __u32 dst_ep)
+/* Records a forwarded packet: counts it and, when `report` says so, emits a
+ * trace event. A zero src_ep/dst_ep is resolved from the endpoints map only
+ * when an event is actually emitted; TRACE_EP_NONE is reported as 0. */
+static __always_inline void trace_forward_report(struct __sk_buff *skb, const struct pkt_info *pi,
+						 __u8 obs_point, __u32 src_ep, __u32 dst_ep, int report)
 {
 	metrics_count(REASON_FORWARDED, pi->direction, skb->len);
-	if (!flow_should_trace(pi, obs_point))
+	if (!report)
 		return;
 	if (!src_ep)
 		src_ep = local_endpoint_id(pi, pi->saddr);
@@ -291,6 +319,13 @@ static __always_inline void trace_forward(struct __sk_buff *skb, const struct pk
 	else if (dst_ep == TRACE_EP_NONE)
 		dst_ep = 0;
 	emit_event(skb, pi, FLOW_EVENT_TRACE, obs_point, VERDICT_FORWARDED, 0, src_ep, dst_ep, 0);
+}
+
+/* The same for traffic without a conntrack entry: aggregated by `flow_seen`. */
+static __always_inline void trace_forward(struct __sk_buff *skb, const struct pkt_info *pi,
+					  __u8 obs_point, __u32 src_ep, __u32 dst_ep)
+{
+	trace_forward_report(skb, pi, obs_point, src_ep, dst_ep, flow_should_trace(pi, obs_point));
 }
 
 #endif

@@ -15,6 +15,10 @@ import type { RingBuffer } from '../bpf/ringbuf.js';
 import { bpfObjectPath } from '../datapath/objects.js';
 import { decodeFlowEvent, LXC_OBJECT, metricsMap, openEvents, SHARED_MAPS } from '../datapath/lxc.js';
 import { EndpointManager } from '../endpoint/manager.js';
+import { Ipam } from '../ipam/ipam.js';
+import { PolicyEngine } from '../policy/engine.js';
+import { ctGarbageCollect, ctMap } from '../datapath/policy-maps.js';
+import { addPolicyRoutes } from './policy-routes.js';
 import { FlowStore } from '../observe/store.js';
 import { toHubbleFlow, type HubbleRecord } from '../observe/hubble.js';
 import { VERSION } from '../version.js';
@@ -65,15 +69,44 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   const pinDir = join(cfg.bpffsRoot, 'maps');
   ensureSharedMaps(pinDir);
 
-  const endpoints = new EndpointManager({ nodeName: cfg.nodeName, stateDir: cfg.stateDir, pinDir, podCidrs: cfg.podCidr, log });
+  const ipam = new Ipam(cfg.podCidr);
+  const routerAddresses = [ipam.routerAddress(4), ipam.routerAddress(6)].filter((a): a is string => a !== undefined);
+  const policy = new PolicyEngine({ stateDir: cfg.stateDir, pinDir, log, extraHostAddresses: routerAddresses });
+  const endpoints = new EndpointManager({
+    nodeName: cfg.nodeName, stateDir: cfg.stateDir, pinDir, podCidrs: cfg.podCidr, log,
+    policy: {
+      acquireIdentity: (labels, namespace) => policy.identities.acquire(labels, namespace),
+      releaseIdentity: (id) => { policy.identities.release(id); },
+      restoreIdentities: (users) => policy.identities.restore(users),
+      sync: (records) => { policy.sync(records); },
+      flagsOf: (id) => policy.flagsOf(id),
+    },
+  });
+  policy.bind({ records: () => endpoints.records(), setPolicyFlags: (flags) => endpoints.setPolicyFlags(flags) });
   endpoints.restore();
-  log.info({ endpoints: endpoints.count, router: endpoints.router }, 'restored endpoints');
+  log.info({ endpoints: endpoints.count, router: endpoints.router, policies: policy.repo.list().length }, 'restored endpoints and policy');
+
+  // Conntrack garbage collection: expired entries out of the map.
+  const ct = ctMap(pinDir);
+  const ctTimer = setInterval(() => {
+    try {
+      const r = ctGarbageCollect(ct);
+      if (r.deleted) log.debug(r, 'conntrack entries collected');
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'conntrack garbage collection failed');
+    }
+  }, cfg.ctGcIntervalSeconds * 1000);
+  ctTimer.unref();
+  const policyContext = {
+    identityLabels: (id: number) => policy.identities.get(id)?.labels,
+    rule: (cookie: number) => policy.ruleOf(cookie),
+  };
 
   const flows = new FlowStore(cfg.flowBuffer);
   const ring: RingBuffer = openEvents(pinDir);
   ring.start((view, offset, length) => {
     const e = decodeFlowEvent(Buffer.from(view.buffer, view.byteOffset + offset, length));
-    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id), (ip) => endpoints.viewByIp(ip));
+    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id), (ip) => endpoints.viewByIp(ip), policyContext);
     flows.add({ flow, node_name: cfg.nodeName, time: flow.time });
   }, { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
   const metrics = metricsMap(pinDir);
@@ -95,13 +128,18 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     router: endpoints.router,
     ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
     flows: { seen: flows.seen, buffer: flows.capacity },
+    policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
     bpffsRoot: cfg.bpffsRoot,
   });
   let api: Awaited<ReturnType<typeof serveApi>>;
   try {
-    api = await serveApi(cfg.apiSocket, agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
+    const routes = addPolicyRoutes(agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), { policy, endpoints, pinDir });
+    api = await serveApi(cfg.apiSocket, routes, (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
   } catch (err) {
     clearInterval(lostTimer);
+    clearInterval(ctTimer);
+    ct.close();
+    policy.close();
     metrics.close();
     await ring.stop();
     ring.close();
@@ -126,6 +164,9 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     log,
     async stop() {
       clearInterval(lostTimer);
+      clearInterval(ctTimer);
+      ct.close();
+      policy.close();
       metrics.close();
       await ring.stop();
       ring.close();

@@ -63,7 +63,8 @@ export class Router {
   }
 }
 
-const MAX_BODY = 1 << 20;
+/** Policy files can be large (thousands of rules); anything bigger is refused before it is parsed. */
+const MAX_BODY = 32 << 20;
 
 async function readBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];

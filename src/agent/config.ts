@@ -43,6 +43,7 @@ export const agentConfigSchema = z.object({
   httpListen: listen,
   podCidr: z.array(cidr).min(1, 'needs one IPv4 and/or one IPv6 CIDR').max(2),
   flowBuffer: z.number().int().min(1).max(1_000_000),
+  ctGcIntervalSeconds: z.number().int().min(1).max(3600),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
 }).strict().superRefine((c, ctx) => {
   try { new Ipam(c.podCidr); } catch (err) { ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['podCidr'], message: (err as Error).message }); }
@@ -60,6 +61,7 @@ export const CONFIG_KEYS = {
   'http-listen': 'httpListen',
   'pod-cidr': 'podCidr',
   'flow-buffer': 'flowBuffer',
+  'ct-gc-interval': 'ctGcIntervalSeconds',
   'log-level': 'logLevel',
 } as const satisfies Record<string, keyof AgentConfig>;
 
@@ -81,6 +83,7 @@ export function defaultConfig(): AgentConfig {
     httpListen: '127.0.0.1:9962',
     podCidr: ['10.200.0.0/16', 'fd00:200::/64'],
     flowBuffer: 4096,
+    ctGcIntervalSeconds: 30,
     logLevel: 'info',
   };
 }
@@ -94,8 +97,8 @@ function coerce(flag: FlagName, value: unknown, source: string): unknown {
     if (typeof value === 'string') return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
     return value;
   }
-  if (field === 'flowBuffer' && typeof value === 'string') {
-    if (!/^\d+$/.test(value)) throw new ConfigError(`${source}: flow-buffer must be a whole number, got ${JSON.stringify(value)}`);
+  if ((field === 'flowBuffer' || field === 'ctGcIntervalSeconds') && typeof value === 'string') {
+    if (!/^\d+$/.test(value)) throw new ConfigError(`${source}: ${flag} must be a whole number, got ${JSON.stringify(value)}`);
     return Number(value);
   }
   return value;

@@ -10,6 +10,7 @@ import { registerAgent } from './commands/agent.js';
 import { registerEndpoint } from './commands/endpoint.js';
 import { registerObserve } from './commands/observe.js';
 import { registerStatus } from './commands/status.js';
+import { registerPolicy } from './commands/policy.js';
 
 const program = new Command();
 program
@@ -64,6 +65,7 @@ registerAgent(program);
 registerEndpoint(program);
 registerObserve(program);
 registerStatus(program);
+registerPolicy(program, bpf);
 
 async function main(): Promise<void> {
   try {

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { existsSync, readdirSync } from 'node:fs';
-import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
+import { parseIPv6 } from '../bpf/codec.js';
 import type { BpfMap, PerCpuMap } from '../bpf/map.js';
 import { RingBuffer } from '../bpf/ringbuf.js';
 import { Link } from '../bpf/link/link.js';
@@ -27,13 +27,14 @@ import {
 import type { EndpointInfo } from './codecs/endpoint.js';
 import { METRIC_EGRESS, METRIC_INGRESS, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
 import {
-  FLOW_EVENT_DROP, FLOW_EVENT_TRACE, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT, OBS_TO_STACK, VERDICT_DROPPED, VERDICT_FORWARDED,
+  FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FLAGS, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT, OBS_TO_STACK, VERDICT_DROPPED, VERDICT_FORWARDED,
 } from './codecs/flow-event.js';
 import { dropReasonCode, REASON_FORWARDED } from './drop-reasons.js';
+import {
+  TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, arpRequest, checksum, drainEvents, eth, ipv4, ipv6, ipv6L4Checksum, macText,
+  neighborSolicitation, skbCtx, tcp, udp,
+} from './test-frames.js';
 
-const TC_ACT_OK = 0;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 const INVALID_SOURCE_MAC = dropReasonCode('INVALID_SOURCE_MAC');
 const INVALID_SOURCE_IP = dropReasonCode('INVALID_SOURCE_IP');
 const UNSUPPORTED_L3_PROTOCOL = dropReasonCode('UNSUPPORTED_L3_PROTOCOL');
@@ -41,138 +42,10 @@ const TTL_EXCEEDED = dropReasonCode('TTL_EXCEEDED');
 const NO_CONFIG = dropReasonCode('NO_CONFIGURATION_AVAILABLE_TO_PERFORM_POLICY_DECISION');
 
 // ---------------------------------------------------------------------------
-// Frame building and checking
-
-const macBuf = (m: string): Buffer => Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
-const macText = (b: Buffer): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
-
-/** Ones' complement sum of `data` folded to 16 bits (not inverted). */
-function onesSum(data: Buffer, start = 0): number {
-  let sum = start;
-  for (let i = 0; i + 1 < data.length; i += 2) sum += data.readUInt16BE(i);
-  if (data.length % 2 === 1) sum += (data[data.length - 1] as number) << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
-
-const checksum = (data: Buffer): number => ~onesSum(data) & 0xffff;
-
-/** ICMPv6/UDP/TCP checksum over the IPv6 pseudo-header; 0 when `l4` (with its checksum in place) is valid. */
-function ipv6L4Checksum(src: Buffer, dst: Buffer, nexthdr: number, l4: Buffer): number {
-  const ph = Buffer.alloc(40);
-  src.copy(ph, 0);
-  dst.copy(ph, 16);
-  ph.writeUInt32BE(l4.length, 32);
-  ph.writeUInt32BE(nexthdr, 36);
-  return ~onesSum(l4, onesSum(ph)) & 0xffff;
-}
-
-function eth(dst: string, src: string, type: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(14);
-  macBuf(dst).copy(h, 0);
-  macBuf(src).copy(h, 6);
-  h.writeUInt16BE(type, 12);
-  return Buffer.concat([h, payload]);
-}
-
-function arpRequest(senderMac: string, senderIp: string, targetIp: string): Buffer {
-  const a = Buffer.alloc(28);
-  a.writeUInt16BE(1, 0);
-  a.writeUInt16BE(0x0800, 2);
-  a[4] = 6;
-  a[5] = 4;
-  a.writeUInt16BE(1, 6);
-  macBuf(senderMac).copy(a, 8);
-  Buffer.from(parseIPv4(senderIp)).copy(a, 14);
-  Buffer.from(parseIPv4(targetIp)).copy(a, 24);
-  return eth('ff:ff:ff:ff:ff:ff', senderMac, 0x0806, a);
-}
-
-function ipv4(src: string, dst: string, proto: number, payload: Buffer, ttl = 64): Buffer {
-  const h = Buffer.alloc(20);
-  h[0] = 0x45;
-  h.writeUInt16BE(20 + payload.length, 2);
-  h.writeUInt16BE(0x4000, 6);
-  h[8] = ttl;
-  h[9] = proto;
-  Buffer.from(parseIPv4(src)).copy(h, 12);
-  Buffer.from(parseIPv4(dst)).copy(h, 16);
-  h.writeUInt16BE(checksum(h), 10);
-  return Buffer.concat([h, payload]);
-}
-
-function udp(sport: number, dport: number, data = Buffer.alloc(16, 0xab)): Buffer {
-  const u = Buffer.alloc(8);
-  u.writeUInt16BE(sport, 0);
-  u.writeUInt16BE(dport, 2);
-  u.writeUInt16BE(8 + data.length, 4);
-  return Buffer.concat([u, data]);
-}
-
-function tcp(sport: number, dport: number, flags: number): Buffer {
-  const t = Buffer.alloc(20);
-  t.writeUInt16BE(sport, 0);
-  t.writeUInt16BE(dport, 2);
-  t[12] = 5 << 4;
-  t[13] = flags;
-  t.writeUInt16BE(65535, 14);
-  return t;
-}
-
-function ipv6(src: string, dst: string, nexthdr: number, payload: Buffer, hop = 64): Buffer {
-  const h = Buffer.alloc(40);
-  h[0] = 0x60;
-  h.writeUInt16BE(payload.length, 4);
-  h[6] = nexthdr;
-  h[7] = hop;
-  Buffer.from(parseIPv6(src)).copy(h, 8);
-  Buffer.from(parseIPv6(dst)).copy(h, 24);
-  return Buffer.concat([h, payload]);
-}
-
-/** Solicited-node multicast address of `ip` (ff02::1:ffXX:XXXX). */
-function solicitedNode(ip: string): string {
-  const b = parseIPv6(ip);
-  const hex = (n: number): string => (n as number).toString(16).padStart(2, '0');
-  return `ff02::1:ff${hex(b[13] as number)}:${hex(b[14] as number)}${hex(b[15] as number)}`;
-}
-
-/** A Neighbor Solicitation frame from (srcMac, src) for `target`, with a source link-layer option unless src is ::. */
-function neighborSolicitation(srcMac: string, src: string, target: string): Buffer {
-  const dst = solicitedNode(target);
-  const withOption = src !== '::';
-  const icmp = Buffer.alloc(withOption ? 32 : 24);
-  icmp[0] = 135;
-  Buffer.from(parseIPv6(target)).copy(icmp, 8);
-  if (withOption) {
-    icmp[24] = 1;
-    icmp[25] = 1;
-    macBuf(srcMac).copy(icmp, 26);
-  }
-  icmp.writeUInt16BE(ipv6L4Checksum(Buffer.from(parseIPv6(src)), Buffer.from(parseIPv6(dst)), 58, icmp), 2);
-  const b = parseIPv6(dst);
-  const dstMac = `33:33:${Array.from(b.subarray(12), (x) => x.toString(16).padStart(2, '0')).join(':')}`;
-  return eth(dstMac, srcMac, 0x86dd, ipv6(src, dst, 58, icmp, 255));
-}
-
-// ---------------------------------------------------------------------------
 // BPF_PROG_TEST_RUN
 
 const cleanup = new Cleanup();
 after(() => cleanup.run());
-
-function drainEvents(rb: RingBuffer): DecodedFlowEvent[] {
-  const out: DecodedFlowEvent[] = [];
-  rb.consumeBuffers((b) => out.push(decodeFlowEvent(b)));
-  return out;
-}
-
-/** `struct __sk_buff` for BPF_PROG_TEST_RUN: all zero but `ifindex` (the device the packet is on). */
-function skbCtx(ifindex: number): Buffer {
-  const ctx = Buffer.alloc(192); // sizeof(struct __sk_buff)
-  ctx.writeUInt32LE(ifindex, 40); // offsetof(struct __sk_buff, ifindex)
-  return ctx;
-}
 
 describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
   const DP: EndpointDatapathConfig = { pinDir: '', routerIpv4: '10.199.250.1', routerIpv6: 'fd99:250::1' };
@@ -185,7 +58,7 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
     routerIpv4: DP.routerIpv4 as string,
     routerIpv6: DP.routerIpv6 as string,
   };
-  const PEER: EndpointInfo = { ifindex: 4242, endpointId: 8, mac: '02:00:00:00:00:08', nodeMac: '02:00:00:00:01:08', flags: 0 };
+  const PEER: EndpointInfo = { ifindex: 4242, endpointId: 8, mac: '02:00:00:00:00:08', nodeMac: '02:00:00:00:01:08', flags: 0, identity: 1008 };
   let dp: EndpointDatapath;
   let rb: RingBuffer;
   let fs: TempBpffs;
@@ -213,7 +86,7 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
     strangerIfindex = ifindexIn(runNs, 'wgdx');
     // What attachEndpoint writes first; the programs are run directly, not attached.
     dp.config.update(epIfindex, {
-      endpointId: EP.endpointId, ipv4: EP.ipv4, ipv6: EP.ipv6, mac: EP.mac, hostMac: EP.hostMac, flags: 0,
+      endpointId: EP.endpointId, ipv4: EP.ipv4, ipv6: EP.ipv6, mac: EP.mac, hostMac: EP.hostMac, flags: 0, identity: 1007,
     });
     const eps = endpointsMap(DP.pinDir);
     try {
@@ -258,11 +131,16 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
     assert.deepEqual([down.events[0]?.dropReason, down.events[0]?.obsPointName, down.events[0]?.dstEndpoint], [NO_CONFIG, 'TO_ENDPOINT', 0]);
     assert.equal((metrics.lookupSum(toKey)?.packets ?? 0) - beforeTo, 1);
 
-    // The same frames on the configured device pass.
+    // The same frames on the configured device pass (the SYN-ACK as the reply
+    // of the endpoint's SYN: conntrack lets no SYN-ACK open a connection).
     assert.equal(run(frame).retval, TC_ACT_REDIRECT);
+    assert.equal(run(eth(EP.hostMac, EP.mac, 0x0800, ipv4('10.199.200.7', '10.199.201.1', 6, tcp(40001, 80, 0x02)))).retval, TC_ACT_OK);
     const up = runOn('to_endpoint', eth(EP.mac, EP.hostMac, 0x0800, ipv4('10.199.201.1', '10.199.200.7', 6, tcp(80, 40001, 0x12))), epIfindex);
     assert.equal(up.retval, TC_ACT_OK);
-    assert.deepEqual([up.events[0]?.typeName, up.events[0]?.endpointId, up.events[0]?.dstEndpoint], ['TRACE', 7, 7]);
+    assert.deepEqual(
+      [up.events[0]?.typeName, up.events[0]?.endpointId, up.events[0]?.dstEndpoint, up.events[0]?.srcIdentity, up.events[0]?.dstIdentity, up.events[0]?.flags],
+      ['TRACE', 7, 7, 2, 1007, FLOW_FLAGS.REPLY_KNOWN | FLOW_FLAGS.IS_REPLY],
+    );
   });
 
   test('the lxc_config entry is the endpoint\'s identity: a change applies to the next packet, no reload', (t) => {
@@ -411,6 +289,11 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
       [FLOW_EVENT_TRACE, OBS_TO_ENDPOINT, VERDICT_FORWARDED, 7, 7, 8],
     );
     assert.deepEqual([e.srcIp, e.dstIp, e.ipProto, e.srcPort, e.dstPort], ['10.199.200.7', '10.199.200.8', 17, 40000, 53]);
+    // Identities from lxc_config (source) and the endpoints map (destination); a new connection, no policy.
+    assert.deepEqual(
+      [e.srcIdentity, e.dstIdentity, e.flags, e.egressCookie, e.ingressCookie, e.matchType],
+      [1007, 1008, FLOW_FLAGS.REPLY_KNOWN, 0, 0, 0],
+    );
   });
 
   test('IPv6 to a local endpoint: router MACs, hop limit - 1, redirected', (t) => {
@@ -476,7 +359,7 @@ interface Endpoint {
 }
 
 const endpointConfig = (ep: Endpoint): EndpointConfig => ({
-  endpointId: ep.id, hostIfindex: ep.hostIfindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac,
+  endpointId: ep.id, hostIfindex: ep.hostIfindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, identity: 1000 + ep.id,
 });
 
 const ROUTER4 = '10.199.250.1';
@@ -542,7 +425,7 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     try {
       assert.deepEqual(
         [...configs.entries()].sort(([a], [b]) => a - b),
-        eps.map((ep) => [ep.hostIfindex, { endpointId: ep.id, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, flags: 0 }]).sort(([a], [b]) => (a as number) - (b as number)),
+        eps.map((ep) => [ep.hostIfindex, { endpointId: ep.id, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, flags: 0, identity: 1000 + ep.id }]).sort(([a], [b]) => (a as number) - (b as number)),
         'one lxc_config entry per host-side veth',
       );
     } finally {
@@ -551,7 +434,7 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     const map: BpfMap<string, EndpointInfo> = endpointsMap(pinDir);
     try {
       for (const ep of eps) {
-        const info = { ifindex: ep.hostIfindex, endpointId: ep.id, mac: ep.mac, nodeMac: ep.hostMac, flags: 0 };
+        const info = { ifindex: ep.hostIfindex, endpointId: ep.id, mac: ep.mac, nodeMac: ep.hostMac, flags: 0, identity: 1000 + ep.id };
         map.update(ep.ipv4, info);
         map.update(ep.ipv6, info);
       }
@@ -653,6 +536,7 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
       assert.ok(src && dst, `event between known endpoints: ${e.srcEndpoint} → ${e.dstEndpoint}`);
       assert.ok(e.srcIp === src.ipv4 || e.srcIp === src.ipv6, `source ${e.srcIp} belongs to endpoint ${src.id}`);
       assert.ok(e.dstIp === dst.ipv4 || e.dstIp === dst.ipv6, `destination ${e.dstIp} belongs to endpoint ${dst.id}`);
+      assert.deepEqual([e.srcIdentity, e.dstIdentity], [1000 + src.id, 1000 + dst.id], 'the endpoints\' identities');
     }
     for (const a of eps) {
       for (const b of eps) {

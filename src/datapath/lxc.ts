@@ -9,9 +9,13 @@
  * ```
  * pinDir/endpoints    hash: endpoint address → endpoint_info (shared)
  * pinDir/events       ring buffer of struct flow_event (shared)
- * pinDir/metrics      per-CPU hash: {reason, direction} → {packets, bytes} (shared)
- * pinDir/flow_seen    LRU hash: monitor aggregation state (shared)
+ * pinDir/metrics      per-CPU array: {reason, direction} → {packets, bytes} (shared)
+ * pinDir/flow_seen    LRU hash: monitor aggregation of untracked traffic (shared)
  * pinDir/lxc_config   hash: host-side veth ifindex → lxc_config (shared)
+ * pinDir/ipcache      LPM trie: IP prefix → security identity (shared)
+ * pinDir/policy       LPM trie: (endpoint, direction, identity, proto, port) → verdict (shared)
+ * pinDir/policy_state array: the policy revision (shared)
+ * pinDir/ct           LRU hash: connection tracking (shared)
  * pinDir/lxc_programs/BUILD/from_endpoint   the shared programs, pinned
  * pinDir/lxc_programs/BUILD/to_endpoint
  * pinDir/lxc/ID/from_endpoint   tcx link on endpoint ID's host-side veth ingress
@@ -51,7 +55,7 @@ import { TcxLink, type TcDirection } from '../bpf/link/tcx.js';
 import { bpfObjectPath } from './objects.js';
 import { endpointInfo, endpointIp, type EndpointInfo } from './codecs/endpoint.js';
 import {
-  FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT,
+  FLOW_EVENT_DROP, FLOW_EVENT_POLICY_VERDICT, FLOW_EVENT_TRACE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT,
   OBS_TO_STACK, TCP_FLAGS, VERDICT_DROPPED, VERDICT_FORWARDED, flowEvent, type FlowEvent,
 } from './codecs/flow-event.js';
 import { lxcConfig, type LxcConfig } from './codecs/lxc-config.js';
@@ -61,7 +65,7 @@ import { dropReasonName } from './drop-reasons.js';
 /** The compiled object. */
 export const LXC_OBJECT = 'lxc';
 /** The maps every endpoint's programs share, pinned under `pinDir` by name. */
-export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config'] as const;
+export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config', 'ipcache', 'policy', 'policy_state', 'ct'] as const;
 /** Default size of the `events` ring buffer (bytes). */
 export const DEFAULT_EVENTS_SIZE = 4 << 20;
 /** The two endpoint programs. */
@@ -98,6 +102,10 @@ export interface EndpointConfig {
   mac: string;
   /** The host-side veth's MAC: the router MAC the endpoint sees. */
   hostMac: string;
+  /** The endpoint's security identity. */
+  identity: number;
+  /** `LXC_CONFIG_F_POLICY_*`: directions in which the endpoint has policy (default none: everything allowed). */
+  policyFlags?: number;
 }
 
 function ipv4Bytes(ip: string | undefined, what: string): Uint8Array {
@@ -135,12 +143,14 @@ export function lxcConfigOf(ep: EndpointConfig): LxcConfig {
     ipv6: formatIPv6(ipv6Bytes(ep.ipv6, 'ipv6')),
     mac: checkMac(ep.mac, 'mac'),
     hostMac: checkMac(ep.hostMac, 'hostMac'),
-    flags: 0,
+    flags: ep.policyFlags ?? 0,
+    identity: ep.identity,
   };
 }
 
 const sameConfig = (a: LxcConfig, b: LxcConfig): boolean =>
-  a.endpointId === b.endpointId && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6 && a.mac === b.mac && a.hostMac === b.hostMac && a.flags === b.flags;
+  a.endpointId === b.endpointId && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6 && a.mac === b.mac && a.hostMac === b.hostMac &&
+  a.flags === b.flags && a.identity === b.identity;
 
 /** Directory of the pinned shared programs (one subdirectory per build). */
 export function endpointProgramsDir(pinDir: string): string {
@@ -558,7 +568,7 @@ export interface DecodedFlowEvent extends FlowEvent {
 const OBS_NAMES: Record<number, string> = {
   [OBS_TO_STACK]: 'TO_STACK', [OBS_FROM_ENDPOINT]: 'FROM_ENDPOINT', [OBS_TO_ENDPOINT]: 'TO_ENDPOINT',
 };
-const TYPE_NAMES: Record<number, string> = { [FLOW_EVENT_DROP]: 'DROP', [FLOW_EVENT_TRACE]: 'TRACE' };
+const TYPE_NAMES: Record<number, string> = { [FLOW_EVENT_DROP]: 'DROP', [FLOW_EVENT_TRACE]: 'TRACE', [FLOW_EVENT_POLICY_VERDICT]: 'POLICY_VERDICT' };
 const VERDICT_NAMES: Record<number, string> = { [VERDICT_FORWARDED]: 'FORWARDED', [VERDICT_DROPPED]: 'DROPPED' };
 
 function addressText(family: number, addr: Uint8Array): string | undefined {

@@ -22,6 +22,23 @@ import {
 } from './plumbing.js';
 import type { EndpointView } from '../observe/hubble.js';
 
+/**
+ * What the endpoint manager needs from the policy side: identities for
+ * labels, and policy written for the endpoint set before a new endpoint's
+ * programs run. Without hooks (tests of plumbing alone) endpoints get no
+ * identity and no policy: everything is allowed.
+ */
+export interface EndpointPolicyHooks {
+  acquireIdentity(labels: Record<string, string>, namespace: string): number;
+  releaseIdentity(identity: number): void;
+  /** Identities of the endpoints found at start, in order (reference counts rebuilt). */
+  restoreIdentities(users: { labels: Record<string, string>; namespace: string }[]): number[];
+  /** Resolves and writes policy and ipcache for exactly these endpoints (calls back setPolicyFlags). */
+  sync(records: EndpointRecord[]): void;
+  /** The ENDPOINT_F_POLICY_* flags of an endpoint after the last sync. */
+  flagsOf(endpointId: number): number;
+}
+
 export interface EndpointManagerOptions {
   nodeName: string;
   stateDir: string;
@@ -29,6 +46,7 @@ export interface EndpointManagerOptions {
   pinDir: string;
   podCidrs: readonly string[];
   log: Logger;
+  policy?: EndpointPolicyHooks;
 }
 
 /** An endpoint as the API shows it. */
@@ -135,7 +153,7 @@ export class EndpointManager {
     const map = endpointsMap(this.opts.pinDir);
     try {
       for (const ip of [r.ipv4, r.ipv6]) {
-        if (ip) map.update(ip, { ifindex: r.hostIfindex, endpointId: r.id, mac: r.mac, nodeMac: r.hostMac, flags: 0 });
+        if (ip) map.update(ip, { ifindex: r.hostIfindex, endpointId: r.id, mac: r.mac, nodeMac: r.hostMac, flags: this.flagsOf(r.id), identity: r.identity ?? 0 });
       }
     } finally {
       map.close();
@@ -162,11 +180,48 @@ export class EndpointManager {
     return this.datapathHandle;
   }
 
+  private flagsOf(id: number): number {
+    return this.opts.policy?.flagsOf(id) ?? 0;
+  }
+
   private endpointConfig(r: EndpointRecord): EndpointConfig {
     return {
       endpointId: r.id, hostIfindex: r.hostIfindex, mac: r.mac, hostMac: r.hostMac,
+      identity: r.identity ?? 0, policyFlags: this.flagsOf(r.id),
       ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}),
     };
+  }
+
+  /** Every endpoint record (for the policy engine). */
+  records(): EndpointRecord[] {
+    return [...this.endpoints.values()];
+  }
+
+  /**
+   * Writes the endpoints' ENDPOINT_F_POLICY_* flags into their `lxc_config`
+   * and `endpoints` entries where they differ (called by the policy engine
+   * between writing new policy entries and removing old ones). Endpoints not
+   * attached yet are skipped: attaching writes their flags.
+   */
+  setPolicyFlags(flags: ReadonlyMap<number, number>): void {
+    if (!this.datapathHandle) return;
+    const cfg = this.datapathHandle.config;
+    const eps = endpointsMap(this.opts.pinDir);
+    try {
+      for (const r of this.endpoints.values()) {
+        const want = flags.get(r.id) ?? 0;
+        const have = cfg.lookup(r.hostIfindex);
+        if (!have || have.endpointId !== r.id) continue;
+        if (have.flags !== want) cfg.update(r.hostIfindex, { ...have, flags: want });
+        for (const ip of [r.ipv4, r.ipv6]) {
+          if (!ip) continue;
+          const info = eps.lookup(ip);
+          if (info && info.flags !== want) eps.update(ip, { ...info, flags: want });
+        }
+      }
+    } finally {
+      eps.close();
+    }
   }
 
   private attach(r: EndpointRecord): void {
@@ -215,13 +270,22 @@ export class EndpointManager {
         if ((err as { code?: string }).code === 'LINK_EXISTS') throw new ApiError(409, 'LINK_EXISTS', (err as Error).message);
         throw err;
       }
+      const policy = this.opts.policy;
+      const identity = policy?.acquireIdentity(req.labels, req.namespace);
+      if (policy && identity !== undefined) undo.push(() => policy.releaseIdentity(identity));
       const record: EndpointRecord = {
         id, name: req.name, namespace: req.namespace, labels: req.labels,
         netnsPath: netns.path, netnsCreated: netns.created,
         hostIfname, hostIfindex: veth.hostIfindex, hostMac: veth.hostMac, mac: veth.mac,
         ...(ips[4] ? { ipv4: ips[4] } : {}), ...(ips[6] ? { ipv6: ips[6] } : {}),
+        ...(identity !== undefined ? { identity } : {}),
         createdAt: new Date().toISOString(),
       };
+      if (policy) {
+        // Its policy (and everyone's rules about its identity) before its first packet.
+        undo.push(() => policy.sync(this.records()));
+        policy.sync([...this.records(), record]);
+      }
       configureEndpointNetns(netns.path, { ipv4: record.ipv4, ipv6: record.ipv6, routerIpv4: this.router.ipv4, routerIpv6: this.router.ipv6 });
       configureNodeSide(record.hostIfindex, record.mac, [record.ipv4, record.ipv6].filter((x): x is string => !!x));
       undo.push(() => { detachEndpointPrograms(this.opts.pinDir, id); });
@@ -251,6 +315,11 @@ export class EndpointManager {
       this.viewIndex = undefined;
       this.problems.delete(name);
       this.save();
+      const policy = this.opts.policy;
+      if (policy) {
+        policy.sync(this.records());
+        if (r.identity !== undefined) policy.releaseIdentity(r.identity);
+      }
       this.opts.log.info({ endpoint: name, id: r.id }, 'endpoint deleted');
       return { deleted: name };
     });
@@ -275,6 +344,12 @@ export class EndpointManager {
       this.endpoints.set(r.name, r);
       this.viewIndex = undefined;
       for (const ip of [r.ipv4, r.ipv6]) if (ip) this.ipam.claim(ip, r.name);
+    }
+    const policy = this.opts.policy;
+    if (policy) {
+      const ids = policy.restoreIdentities(state.endpoints.map((r) => ({ labels: r.labels, namespace: r.namespace })));
+      state.endpoints.forEach((r, i) => { r.identity = ids[i] as number; });
+      policy.sync(state.endpoints);
     }
     for (const r of state.endpoints) {
       try {

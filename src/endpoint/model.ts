@@ -37,6 +37,8 @@ export const endpointRecord = z.object({
   mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/),
   ipv4: z.string().optional(),
   ipv6: z.string().optional(),
+  /** Security identity (from the identity allocator; absent in state written before identities existed). */
+  identity: z.number().int().min(1).optional(),
   createdAt: z.string(),
 });
 

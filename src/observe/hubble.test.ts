@@ -6,6 +6,7 @@ const base: FlowEventRecord = {
   timeNs: Number(process.hrtime.bigint()), endpointId: 1, ifindex: 7, srcEndpoint: 1, dstEndpoint: 2, pktLen: 60,
   dropReason: 0, type: 4, obsPoint: 101, verdict: 1, family: 2, ipProto: 6, tcpFlags: 0x02, icmpType: 0, icmpCode: 0,
   srcPort: 40000, dstPort: 80, ethProto: 0x0800,
+  srcIdentity: 0, dstIdentity: 0, egressCookie: 0, ingressCookie: 0, matchType: 0, flags: 0,
   srcAddr: Uint8Array.from([10, 0, 0, 2, ...new Array<number>(12).fill(0)]),
   dstAddr: Uint8Array.from([10, 0, 0, 3, ...new Array<number>(12).fill(0)]),
 };
@@ -58,4 +59,34 @@ test('IPv6, UDP and control traffic', () => {
   assert.equal(arp.IP, undefined);
   assert.ok(isControlFlow(arp));
   assert.ok(!isControlFlow(v6));
+});
+
+test('policy fields: identities, the rules that allowed a flow, reply from conntrack', () => {
+  const policy = {
+    identityLabels: (id: number): string[] | undefined => (id === 2 ? ['reserved:world'] : undefined),
+    rule: (cookie: number) => (cookie === 0x10001 ? { kind: 'CiliumNetworkPolicy', name: 'allow-web', namespace: 'shop', index: 0 } : undefined),
+  };
+  const f = toHubbleFlow({ ...base, srcIdentity: 300, dstIdentity: 301, ingressCookie: 0x10001, matchType: 2, flags: 0x01 }, 'n', lookup, undefined, policy);
+  assert.equal(f.source?.identity, 300);
+  assert.equal(f.destination?.identity, 301);
+  assert.equal(f.is_reply, false);
+  assert.equal(f.policy_match_type, 2);
+  assert.equal(f.ingress_allowed_by?.[0]?.name, 'allow-web');
+  assert.equal(f.ingress_allowed_by?.[0]?.kind, 'CiliumNetworkPolicy');
+  assert.ok(f.ingress_allowed_by?.[0]?.labels.includes('waggle:rule-index=0'));
+  assert.equal(f.egress_allowed_by, undefined);
+});
+
+test('a deny-rule drop names the deny rule and the direction; a world peer shows its identity labels', () => {
+  const policy = {
+    identityLabels: (id: number): string[] | undefined => (id === 2 ? ['reserved:world'] : undefined),
+    rule: (cookie: number) => (cookie === 0x20003 ? { kind: 'CiliumClusterwideNetworkPolicy', name: 'no-world', index: 2 } : undefined),
+  };
+  const f = toHubbleFlow({ ...base, type: 1, verdict: 2, dropReason: 181, dstEndpoint: 0, dstIdentity: 2, egressCookie: 0x20003, flags: 0x08, dstAddr: Uint8Array.from([192, 0, 2, 1, ...new Array<number>(12).fill(0)]) }, 'n', lookup, undefined, policy);
+  assert.equal(f.drop_reason_desc, 'POLICY_DENY');
+  assert.equal(f.traffic_direction, 'EGRESS');
+  assert.deepEqual(f.destination, { identity: 2, labels: ['reserved:world'] });
+  assert.equal(f.egress_denied_by?.[0]?.name, 'no-world');
+  assert.equal(f.egress_denied_by?.[0]?.namespace, undefined);
+  assert.equal(f.egress_allowed_by, undefined);
 });

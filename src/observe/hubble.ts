@@ -5,7 +5,12 @@
  */
 import { formatIPv6 } from '../bpf/codec.js';
 import { dropReasonName } from '../datapath/drop-reasons.js';
-import type { FlowEvent } from '../datapath/codecs/flow-event.js';
+import { FLOW_FLAGS, type FlowEvent } from '../datapath/codecs/flow-event.js';
+
+const FLOW_F_REPLY_KNOWN = FLOW_FLAGS.REPLY_KNOWN;
+const FLOW_F_IS_REPLY = FLOW_FLAGS.IS_REPLY;
+const FLOW_F_INGRESS = FLOW_FLAGS.INGRESS;
+const FLOW_F_EGRESS = FLOW_FLAGS.EGRESS;
 
 /** The decoded ring buffer record (bpf/include/flow_event.h); `line` is not needed here. */
 export type FlowEventRecord = Omit<FlowEvent, 'line'>;
@@ -29,6 +34,14 @@ export interface HubbleEndpoint {
   pod_name?: string;
 }
 
+/** A policy as Hubble names it in `*_allowed_by` / `*_denied_by`. */
+export interface HubblePolicy {
+  name: string;
+  namespace?: string;
+  kind: string;
+  labels: string[];
+}
+
 export interface HubbleFlow {
   time: string;
   uuid: string;
@@ -40,6 +53,11 @@ export interface HubbleFlow {
   source?: HubbleEndpoint;
   destination?: HubbleEndpoint;
   Type: 'L3_L4';
+  policy_match_type?: number;
+  egress_allowed_by?: HubblePolicy[];
+  ingress_allowed_by?: HubblePolicy[];
+  egress_denied_by?: HubblePolicy[];
+  ingress_denied_by?: HubblePolicy[];
   node_name: string;
   event_type: { type: number; sub_type?: number };
   traffic_direction?: 'INGRESS' | 'EGRESS';
@@ -63,14 +81,36 @@ function address(family: number, bytes: Uint8Array): string {
   return family === 2 ? `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}` : formatIPv6(bytes);
 }
 
-function endpoint(view: EndpointView | undefined): HubbleEndpoint | undefined {
-  if (!view) return undefined;
+/** What flow enrichment can ask about identities and policy rules. */
+export interface PolicyContext {
+  /** Cilium-style labels of an identity (`reserved:world`, `cidr:10.0.0.0/8`, …). */
+  identityLabels(identity: number): string[] | undefined;
+  /** The rule behind a datapath cookie. */
+  rule(cookie: number): { kind: string; name: string; namespace?: string; index: number } | undefined;
+}
+
+function endpoint(view: EndpointView | undefined, identity: number, policy: PolicyContext | undefined): HubbleEndpoint | undefined {
+  if (!view) {
+    if (!identity) return undefined;
+    const labels = policy?.identityLabels(identity);
+    return { identity, ...(labels?.length ? { labels } : {}) };
+  }
   const out: HubbleEndpoint = { ID: view.id };
-  if (view.identity) out.identity = view.identity;
+  if (identity || view.identity) out.identity = identity || view.identity;
   out.namespace = view.namespace;
   out.labels = view.labels;
   out.pod_name = view.name;
   return out;
+}
+
+function hubblePolicy(rule: { kind: string; name: string; namespace?: string; index: number }): HubblePolicy {
+  const labels = [
+    `k8s:io.cilium.k8s.policy.derived-from=${rule.kind}`,
+    `k8s:io.cilium.k8s.policy.name=${rule.name}`,
+    ...(rule.namespace !== undefined ? [`k8s:io.cilium.k8s.policy.namespace=${rule.namespace}`] : []),
+    `waggle:rule-index=${rule.index}`,
+  ];
+  return { name: rule.name, ...(rule.namespace !== undefined ? { namespace: rule.namespace } : {}), kind: rule.kind, labels };
 }
 
 /** Converts monotonic event times (bpf_ktime_get_ns) to wall-clock ISO time. */
@@ -98,6 +138,7 @@ export function toHubbleFlow(
   nodeName: string,
   lookup: (id: number) => EndpointView | undefined,
   lookupIp: (ip: string) => EndpointView | undefined = () => undefined,
+  policy?: PolicyContext,
 ): HubbleFlow {
   const dropped = e.verdict === 2;
   const observer = lookup(e.endpointId);
@@ -148,12 +189,27 @@ export function toHubbleFlow(
     summary.push(`IP protocol ${e.ipProto}`);
   }
   flow.Summary = summary.join(' ');
-  const src = endpoint(lookup(e.srcEndpoint) ?? (flow.IP ? lookupIp(flow.IP.source) : undefined));
-  const dst = endpoint(lookup(e.dstEndpoint) ?? (flow.IP ? lookupIp(flow.IP.destination) : undefined));
+  const src = endpoint(lookup(e.srcEndpoint) ?? (flow.IP ? lookupIp(flow.IP.source) : undefined), e.srcIdentity, policy);
+  const dst = endpoint(lookup(e.dstEndpoint) ?? (flow.IP ? lookupIp(flow.IP.destination) : undefined), e.dstIdentity, policy);
   if (src) flow.source = src;
   if (dst) flow.destination = dst;
+  if (e.flags & FLOW_F_REPLY_KNOWN) flow.is_reply = (e.flags & FLOW_F_IS_REPLY) !== 0;
+  if (e.flags & FLOW_F_INGRESS) flow.traffic_direction = 'INGRESS';
+  else if (e.flags & FLOW_F_EGRESS) flow.traffic_direction = 'EGRESS';
   // Seen from the observing endpoint: leaving it is egress, reaching it is ingress.
-  if (observer) flow.traffic_direction = e.dstEndpoint === e.endpointId && e.srcEndpoint !== e.endpointId ? 'INGRESS' : 'EGRESS';
+  else if (observer) flow.traffic_direction = e.dstEndpoint === e.endpointId && e.srcEndpoint !== e.endpointId ? 'INGRESS' : 'EGRESS';
+  if (e.matchType) flow.policy_match_type = e.matchType;
+  const egressRule = e.egressCookie ? policy?.rule(e.egressCookie) : undefined;
+  const ingressRule = e.ingressCookie ? policy?.rule(e.ingressCookie) : undefined;
+  // A dropped flow's deciding rule is a deny rule (POLICY_DENY); POLICY_DENIED has none.
+  if (egressRule) {
+    if (dropped && e.flags & FLOW_F_EGRESS) flow.egress_denied_by = [hubblePolicy(egressRule)];
+    else flow.egress_allowed_by = [hubblePolicy(egressRule)];
+  }
+  if (ingressRule) {
+    if (dropped && e.flags & FLOW_F_INGRESS) flow.ingress_denied_by = [hubblePolicy(ingressRule)];
+    else flow.ingress_allowed_by = [hubblePolicy(ingressRule)];
+  }
   // Hubble names the observation point on trace events only.
   const obs = OBS_POINTS[e.obsPoint];
   if (obs && !dropped) flow.trace_observation_point = obs;

@@ -18,6 +18,7 @@ export function registerAgent(program: Command): void {
     'http-listen': 'HOST:PORT for health, metrics and the UI; port 0 picks one (default 127.0.0.1:9962)',
     'pod-cidr': 'endpoint address pool; repeat for one IPv4 and one IPv6 CIDR (default 10.200.0.0/16 and fd00:200::/64)',
     'flow-buffer': 'flows kept for `waggle observe` (default 4096)',
+    'ct-gc-interval': 'seconds between conntrack garbage collections (default 30)',
     'log-level': 'trace, debug, info, warn or error (default info)',
   };
   for (const flag of Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[]) {

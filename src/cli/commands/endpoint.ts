@@ -3,21 +3,9 @@ import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { apiSocketPath, call } from '../client.js';
 import { outputFormat, UsageError } from '../errors.js';
+import { apiOption, formatLabels, print, table } from '../format.js';
 import { parseLabels } from '../../endpoint/labels.js';
 import type { EndpointStatus } from '../../endpoint/manager.js';
-
-function apiOption(cmd: Command): Command {
-  return cmd.option('--api-socket <path>', 'the agent\'s API socket [env WAGGLE_API_SOCKET]');
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
-}
-
-function formatLabels(l: Record<string, string>): string {
-  return Object.entries(l).map(([k, v]) => `${k}=${v}`).join(',') || '-';
-}
 
 function describe(e: EndpointStatus): string {
   return [
@@ -33,10 +21,6 @@ function describe(e: EndpointStatus): string {
     `State:      ${e.state}${e.problem ? ` (${e.problem})` : ''}`,
     `Created:    ${e.createdAt}`,
   ].join('\n');
-}
-
-function print(value: unknown, output: 'text' | 'json', text: () => string): void {
-  process.stdout.write(`${output === 'json' ? JSON.stringify(value, null, 2) : text()}\n`);
 }
 
 export function registerEndpoint(program: Command): void {

@@ -36,14 +36,17 @@ export interface EndpointInfo {
   nodeMac: string;
   /** `ENDPOINT_F_*` flags; none defined yet. */
   flags: number;
+  /** The endpoint's security identity. */
+  identity: number;
 }
 
-export const endpointInfo: StructCodec<EndpointInfo> = struct<EndpointInfo>('endpoint_info', 24, {
+export const endpointInfo: StructCodec<EndpointInfo> = struct<EndpointInfo>('endpoint_info', 28, {
   ifindex: { offset: 0, codec: u32 },
   endpointId: { offset: 4, codec: u32 },
   mac: { offset: 8, codec: mac },
   nodeMac: { offset: 14, codec: mac },
   flags: { offset: 20, codec: u32 },
+  identity: { offset: 24, codec: u32 },
 });
 
 /** The key of an IPv4 or IPv6 address given as text. */

@@ -5,6 +5,11 @@ import { bytes, struct, u16, u32, u64n, u8, type StructCodec } from '../../bpf/c
 export const FLOW_EVENT_DROP = 1;
 /** `FLOW_EVENT_TRACE`. */
 export const FLOW_EVENT_TRACE = 4;
+/** `FLOW_EVENT_POLICY_VERDICT`. */
+export const FLOW_EVENT_POLICY_VERDICT = 5;
+
+/** `FLOW_F_*`: flow_event.flags. */
+export const FLOW_FLAGS = { REPLY_KNOWN: 0x01, IS_REPLY: 0x02, INGRESS: 0x04, EGRESS: 0x08 } as const;
 
 /** `OBS_TO_STACK` (Hubble TraceObservationPoint TO_STACK). */
 export const OBS_TO_STACK = 3;
@@ -27,7 +32,7 @@ export const FLOW_FAMILY_IPV6 = 10;
 export const TCP_FLAGS = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10, URG: 0x20, ECE: 0x40, CWR: 0x80 } as const;
 
 /** Size of one record. */
-export const FLOW_EVENT_SIZE = 80;
+export const FLOW_EVENT_SIZE = 96;
 
 /** One record as the datapath writes it. */
 export interface FlowEvent {
@@ -37,6 +42,12 @@ export interface FlowEvent {
   ifindex: number;
   srcEndpoint: number;
   dstEndpoint: number;
+  /** Security identities of the ends (0 when not known). */
+  srcIdentity: number;
+  dstIdentity: number;
+  /** The rules (cookies) of the source's egress and the destination's ingress policy that decided (0: none). */
+  egressCookie: number;
+  ingressCookie: number;
   pktLen: number;
   dropReason: number;
   /** Source line of the drop in bpf/lxc.bpf.c (0 for traces). */
@@ -52,6 +63,10 @@ export interface FlowEvent {
   srcPort: number;
   dstPort: number;
   ethProto: number;
+  /** `POLICY_MATCH_*` of the deciding rule. */
+  matchType: number;
+  /** `FLOW_F_*`. */
+  flags: number;
   srcAddr: Uint8Array;
   dstAddr: Uint8Array;
 }
@@ -62,20 +77,26 @@ export const flowEvent: StructCodec<FlowEvent> = struct<FlowEvent>('flow_event',
   ifindex: { offset: 12, codec: u32 },
   srcEndpoint: { offset: 16, codec: u32 },
   dstEndpoint: { offset: 20, codec: u32 },
-  pktLen: { offset: 24, codec: u32 },
-  dropReason: { offset: 28, codec: u16 },
-  line: { offset: 30, codec: u16 },
-  type: { offset: 32, codec: u8 },
-  obsPoint: { offset: 33, codec: u8 },
-  verdict: { offset: 34, codec: u8 },
-  family: { offset: 35, codec: u8 },
-  ipProto: { offset: 36, codec: u8 },
-  tcpFlags: { offset: 37, codec: u8 },
-  icmpType: { offset: 38, codec: u8 },
-  icmpCode: { offset: 39, codec: u8 },
-  srcPort: { offset: 40, codec: u16 },
-  dstPort: { offset: 42, codec: u16 },
-  ethProto: { offset: 44, codec: u16 },
-  srcAddr: { offset: 48, codec: bytes(16) },
-  dstAddr: { offset: 64, codec: bytes(16) },
+  srcIdentity: { offset: 24, codec: u32 },
+  dstIdentity: { offset: 28, codec: u32 },
+  egressCookie: { offset: 32, codec: u32 },
+  ingressCookie: { offset: 36, codec: u32 },
+  pktLen: { offset: 40, codec: u32 },
+  dropReason: { offset: 44, codec: u16 },
+  line: { offset: 46, codec: u16 },
+  type: { offset: 48, codec: u8 },
+  obsPoint: { offset: 49, codec: u8 },
+  verdict: { offset: 50, codec: u8 },
+  family: { offset: 51, codec: u8 },
+  ipProto: { offset: 52, codec: u8 },
+  tcpFlags: { offset: 53, codec: u8 },
+  icmpType: { offset: 54, codec: u8 },
+  icmpCode: { offset: 55, codec: u8 },
+  srcPort: { offset: 56, codec: u16 },
+  dstPort: { offset: 58, codec: u16 },
+  ethProto: { offset: 60, codec: u16 },
+  matchType: { offset: 62, codec: u8 },
+  flags: { offset: 63, codec: u8 },
+  srcAddr: { offset: 64, codec: bytes(16) },
+  dstAddr: { offset: 80, codec: bytes(16) },
 });

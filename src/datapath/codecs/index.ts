@@ -7,7 +7,10 @@ import { counterValue } from './counter.js';
 import { testEvent } from './test-event.js';
 import { endpointInfo, endpointKey } from './endpoint.js';
 import { flowEvent } from './flow-event.js';
-import { metricsKey, metricsValue } from './metrics.js';
+import { metricsValue } from './metrics.js';
+import { ipcacheKey, ipcacheValue } from './ipcache.js';
+import { policyKeyRaw, policyState, policyValue } from './policy.js';
+import { ctEntry, ctKey } from './conntrack.js';
 import { lxcConfig } from './lxc-config.js';
 
 export interface SharedStruct {
@@ -24,9 +27,15 @@ export const sharedStructs: readonly SharedStruct[] = [
   { header: 'endpoint.h', object: 'lxc', codec: endpointKey as StructCodec<object> },
   { header: 'endpoint.h', object: 'lxc', codec: endpointInfo as StructCodec<object> },
   { header: 'flow_event.h', object: 'lxc', codec: flowEvent as StructCodec<object> },
-  { header: 'metrics.h', object: 'lxc', codec: metricsKey as StructCodec<object> },
   { header: 'metrics.h', object: 'lxc', codec: metricsValue as StructCodec<object> },
   { header: 'lxc_config.h', object: 'lxc', codec: lxcConfig as StructCodec<object> },
+  { header: 'ipcache.h', object: 'lxc', codec: ipcacheKey as StructCodec<object> },
+  { header: 'ipcache.h', object: 'lxc', codec: ipcacheValue as StructCodec<object> },
+  { header: 'policy.h', object: 'lxc', codec: policyKeyRaw as StructCodec<object> },
+  { header: 'policy.h', object: 'lxc', codec: policyValue as StructCodec<object> },
+  { header: 'policy.h', object: 'lxc', codec: policyState as StructCodec<object> },
+  { header: 'conntrack.h', object: 'lxc', codec: ctKey as StructCodec<object> },
+  { header: 'conntrack.h', object: 'lxc', codec: ctEntry as StructCodec<object> },
 ];
 
 export * from './counter.js';
@@ -35,3 +44,6 @@ export * from './endpoint.js';
 export * from './flow-event.js';
 export * from './metrics.js';
 export * from './lxc-config.js';
+export * from './ipcache.js';
+export * from './policy.js';
+export * from './conntrack.js';

@@ -18,13 +18,16 @@ export interface LxcConfig {
   hostMac: string;
   /** `LXC_CONFIG_F_*` flags; none defined yet. */
   flags: number;
+  /** The endpoint's security identity. */
+  identity: number;
 }
 
-export const lxcConfig: StructCodec<LxcConfig> = struct<LxcConfig>('lxc_config', 40, {
+export const lxcConfig: StructCodec<LxcConfig> = struct<LxcConfig>('lxc_config', 44, {
   endpointId: { offset: 0, codec: u32 },
   ipv4: { offset: 4, codec: ipv4 },
   ipv6: { offset: 8, codec: ipv6 },
   mac: { offset: 24, codec: mac },
   hostMac: { offset: 30, codec: mac },
   flags: { offset: 36, codec: u32 },
+  identity: { offset: 40, codec: u32 },
 });

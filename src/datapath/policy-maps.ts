@@ -1,0 +1,121 @@
+/**
+ * The policy datapath's maps from the agent's side (bpf/include/ipcache.h,
+ * policy.h, conntrack.h): opening the pins, writing desired state as a diff
+ * against what is in the map, the policy revision, and conntrack listing and
+ * garbage collection.
+ */
+import { join } from 'node:path';
+import { u32 } from '../bpf/codec.js';
+import { BpfMap } from '../bpf/map.js';
+import { ipcachePrefix, ipcacheValue, type IpcacheValue } from './codecs/ipcache.js';
+import { policyKey, policyState, policyValue, type PolicyKey, type PolicyState, type PolicyValue } from './codecs/policy.js';
+import { ctEntry, ctKey, type CtEntry, type CtKey } from './codecs/conntrack.js';
+
+export function ipcacheMap(pinDir: string): BpfMap<string, IpcacheValue> {
+  return BpfMap.openPinned(join(pinDir, 'ipcache'), ipcachePrefix, ipcacheValue);
+}
+
+export function policyMap(pinDir: string): BpfMap<PolicyKey, PolicyValue> {
+  return BpfMap.openPinned(join(pinDir, 'policy'), policyKey, policyValue);
+}
+
+export function policyStateMap(pinDir: string): BpfMap<number, PolicyState> {
+  return BpfMap.openPinned(join(pinDir, 'policy_state'), u32, policyState);
+}
+
+export function ctMap(pinDir: string): BpfMap<CtKey, CtEntry> {
+  return BpfMap.openPinned(join(pinDir, 'ct'), ctKey, ctEntry);
+}
+
+/** The text form of a policy key, for diffing and display. */
+export function policyKeyText(k: PolicyKey): string {
+  const port = k.proto === 0 ? '*' : k.portPrefixLen === 0 ? `${k.proto}/*` : `${k.proto}/${k.port}/${k.portPrefixLen}`;
+  return `${k.endpointId} ${k.direction} ${k.identity} ${port}`;
+}
+
+/**
+ * Keeps a map equal to a desired state, writing only the difference. It
+ * starts from what the map holds (so a restarted agent converges without
+ * rewriting), then remembers what it wrote. Upserts and deletes are separate
+ * steps so a caller can order them around other writes.
+ */
+export class MapSync<K, V> {
+  private current = new Map<string, { key: K; value: V }>();
+
+  constructor(
+    private readonly map: BpfMap<K, V>,
+    private readonly keyText: (k: K) => string,
+    private readonly same: (a: V, b: V) => boolean,
+  ) {
+    for (const [key, value] of map.entries()) this.current.set(keyText(key), { key, value });
+  }
+
+  get size(): number {
+    return this.current.size;
+  }
+
+  /** Writes every desired entry that is missing or different; returns how many. */
+  upsert(desired: ReadonlyMap<string, { key: K; value: V }>): number {
+    let n = 0;
+    for (const [text, want] of desired) {
+      const have = this.current.get(text);
+      if (have && this.same(have.value, want.value)) continue;
+      this.map.update(want.key, want.value);
+      this.current.set(text, want);
+      n++;
+    }
+    return n;
+  }
+
+  /** Deletes every entry not desired; returns how many. */
+  prune(desired: ReadonlyMap<string, unknown>): number {
+    let n = 0;
+    for (const [text, have] of this.current) {
+      if (desired.has(text)) continue;
+      this.map.delete(have.key);
+      this.current.delete(text);
+      n++;
+    }
+    return n;
+  }
+
+  entries(): IterableIterator<{ key: K; value: V }> {
+    return this.current.values();
+  }
+
+  close(): void {
+    this.map.close();
+  }
+}
+
+/** The current policy revision in `policy_state`. */
+export function readPolicyRevision(map: BpfMap<number, PolicyState>): number {
+  return map.lookup(0)?.revision ?? 0;
+}
+
+/** Sets the policy revision: conntrack entries made under another revision are checked again. */
+export function writePolicyRevision(map: BpfMap<number, PolicyState>, revision: number): void {
+  map.update(0, { revision: revision >>> 0 });
+}
+
+/** CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns(). */
+export function monotonicNs(): number {
+  return Number(process.hrtime.bigint());
+}
+
+/** Every conntrack entry (batched reads). */
+export function ctEntries(map: BpfMap<CtKey, CtEntry>): [CtKey, CtEntry][] {
+  return map.lookupBatch();
+}
+
+/** Deletes expired conntrack entries; returns how many. */
+export function ctGarbageCollect(map: BpfMap<CtKey, CtEntry>, now = monotonicNs()): { deleted: number; alive: number } {
+  const dead: CtKey[] = [];
+  let alive = 0;
+  for (const [k, v] of map.lookupBatch()) {
+    if (v.expiresNs <= now) dead.push(k);
+    else alive++;
+  }
+  const deleted = dead.length ? map.deleteBatch(dead) : 0;
+  return { deleted, alive };
+}

@@ -1,0 +1,158 @@
+/**
+ * Test-only helpers shared by the endpoint datapath tests (lxc.test.ts,
+ * policy.test.ts): crafted Ethernet frames (ARP, IPv4, IPv6, TCP, UDP, ICMP,
+ * neighbor solicitation), checksums, the `struct __sk_buff` context for
+ * BPF_PROG_TEST_RUN, and draining the events ring.
+ */
+import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
+import type { RingBuffer } from '../bpf/ringbuf.js';
+import { decodeFlowEvent, type DecodedFlowEvent } from './lxc.js';
+
+/** The tc verdicts the endpoint programs return. */
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+export const TC_ACT_REDIRECT = 7;
+
+/** TCP flag bits. */
+export const FIN = 0x01;
+export const SYN = 0x02;
+export const RST = 0x04;
+export const ACK = 0x10;
+
+export const macBuf = (m: string): Buffer => Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
+export const macText = (b: Buffer): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** Ones' complement sum of `data` folded to 16 bits (not inverted). */
+export function onesSum(data: Buffer, start = 0): number {
+  let sum = start;
+  for (let i = 0; i + 1 < data.length; i += 2) sum += data.readUInt16BE(i);
+  if (data.length % 2 === 1) sum += (data[data.length - 1] as number) << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+export const checksum = (data: Buffer): number => ~onesSum(data) & 0xffff;
+
+/** ICMPv6/UDP/TCP checksum over the IPv6 pseudo-header; 0 when `l4` (with its checksum in place) is valid. */
+export function ipv6L4Checksum(src: Buffer, dst: Buffer, nexthdr: number, l4: Buffer): number {
+  const ph = Buffer.alloc(40);
+  src.copy(ph, 0);
+  dst.copy(ph, 16);
+  ph.writeUInt32BE(l4.length, 32);
+  ph.writeUInt32BE(nexthdr, 36);
+  return ~onesSum(l4, onesSum(ph)) & 0xffff;
+}
+
+export function eth(dst: string, src: string, type: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(14);
+  macBuf(dst).copy(h, 0);
+  macBuf(src).copy(h, 6);
+  h.writeUInt16BE(type, 12);
+  return Buffer.concat([h, payload]);
+}
+
+export function arpRequest(senderMac: string, senderIp: string, targetIp: string): Buffer {
+  const a = Buffer.alloc(28);
+  a.writeUInt16BE(1, 0);
+  a.writeUInt16BE(0x0800, 2);
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(1, 6);
+  macBuf(senderMac).copy(a, 8);
+  Buffer.from(parseIPv4(senderIp)).copy(a, 14);
+  Buffer.from(parseIPv4(targetIp)).copy(a, 24);
+  return eth('ff:ff:ff:ff:ff:ff', senderMac, 0x0806, a);
+}
+
+export function ipv4(src: string, dst: string, proto: number, payload: Buffer, ttl = 64): Buffer {
+  const h = Buffer.alloc(20);
+  h[0] = 0x45;
+  h.writeUInt16BE(20 + payload.length, 2);
+  h.writeUInt16BE(0x4000, 6);
+  h[8] = ttl;
+  h[9] = proto;
+  Buffer.from(parseIPv4(src)).copy(h, 12);
+  Buffer.from(parseIPv4(dst)).copy(h, 16);
+  h.writeUInt16BE(checksum(h), 10);
+  return Buffer.concat([h, payload]);
+}
+
+export function udp(sport: number, dport: number, data = Buffer.alloc(16, 0xab)): Buffer {
+  const u = Buffer.alloc(8);
+  u.writeUInt16BE(sport, 0);
+  u.writeUInt16BE(dport, 2);
+  u.writeUInt16BE(8 + data.length, 4);
+  return Buffer.concat([u, data]);
+}
+
+export function tcp(sport: number, dport: number, flags: number): Buffer {
+  const t = Buffer.alloc(20);
+  t.writeUInt16BE(sport, 0);
+  t.writeUInt16BE(dport, 2);
+  t[12] = 5 << 4;
+  t[13] = flags;
+  t.writeUInt16BE(65535, 14);
+  return t;
+}
+
+/** An ICMP (or ICMPv6) echo message: type, code 0, identifier, sequence, 8 bytes of data. */
+export function icmpEcho(type: number, id: number, seq = 1): Buffer {
+  const m = Buffer.alloc(16, 0x5a);
+  m[0] = type;
+  m[1] = 0;
+  m.writeUInt16BE(0, 2);
+  m.writeUInt16BE(id, 4);
+  m.writeUInt16BE(seq, 6);
+  m.writeUInt16BE(checksum(m), 2);
+  return m;
+}
+
+export function ipv6(src: string, dst: string, nexthdr: number, payload: Buffer, hop = 64): Buffer {
+  const h = Buffer.alloc(40);
+  h[0] = 0x60;
+  h.writeUInt16BE(payload.length, 4);
+  h[6] = nexthdr;
+  h[7] = hop;
+  Buffer.from(parseIPv6(src)).copy(h, 8);
+  Buffer.from(parseIPv6(dst)).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** Solicited-node multicast address of `ip` (ff02::1:ffXX:XXXX). */
+export function solicitedNode(ip: string): string {
+  const b = parseIPv6(ip);
+  const hex = (n: number): string => n.toString(16).padStart(2, '0');
+  return `ff02::1:ff${hex(b[13] as number)}:${hex(b[14] as number)}${hex(b[15] as number)}`;
+}
+
+/** A Neighbor Solicitation frame from (srcMac, src) for `target`, with a source link-layer option unless src is ::. */
+export function neighborSolicitation(srcMac: string, src: string, target: string): Buffer {
+  const dst = solicitedNode(target);
+  const withOption = src !== '::';
+  const icmp = Buffer.alloc(withOption ? 32 : 24);
+  icmp[0] = 135;
+  Buffer.from(parseIPv6(target)).copy(icmp, 8);
+  if (withOption) {
+    icmp[24] = 1;
+    icmp[25] = 1;
+    macBuf(srcMac).copy(icmp, 26);
+  }
+  icmp.writeUInt16BE(ipv6L4Checksum(Buffer.from(parseIPv6(src)), Buffer.from(parseIPv6(dst)), 58, icmp), 2);
+  const b = parseIPv6(dst);
+  const dstMac = `33:33:${Array.from(b.subarray(12), (x) => x.toString(16).padStart(2, '0')).join(':')}`;
+  return eth(dstMac, srcMac, 0x86dd, ipv6(src, dst, 58, icmp, 255));
+}
+
+/** `struct __sk_buff` for BPF_PROG_TEST_RUN: all zero but `ifindex` (the device the packet is on). */
+export function skbCtx(ifindex: number): Buffer {
+  const ctx = Buffer.alloc(192); // sizeof(struct __sk_buff)
+  ctx.writeUInt32LE(ifindex, 40); // offsetof(struct __sk_buff, ifindex)
+  return ctx;
+}
+
+/** Every flow event waiting in `rb`, decoded. */
+export function drainEvents(rb: RingBuffer): DecodedFlowEvent[] {
+  const out: DecodedFlowEvent[] = [];
+  rb.consumeBuffers((b) => out.push(decodeFlowEvent(b)));
+  return out;
+}
