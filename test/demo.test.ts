@@ -16,11 +16,16 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-2 \\(\\[fd00:201::\\d+\\]:\\d+\\) -> ${web} \\(\\[fd00:201::\\d+\\]:8080\\) to-endpoint FORWARDED`));
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+\\) drop DROPPED \\(INVALID_SOURCE_IP\\)`));
   assert.match(r.stdout, /agent ready; health, metrics and \(later\) the web UI at http:\/\/127\.0\.0\.1:\d+/);
+  // The policy step: the outsider gets through before the policy and not after; the drop is a flow.
+  assert.match(r.stdout, new RegExp(`before any policy, ${prefix}-outsider \\(app=outsider\\) reaches the web server too: answered 200`));
+  assert.match(r.stdout, new RegExp(`${prefix}-outsider tries again: no answer \\(timed out\\)`));
+  assert.match(r.stdout, new RegExp(`demo/${prefix}-outsider \\(10\\.201\\.0\\.\\d+:\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+:8080\\) drop DROPPED \\(POLICY_DENIED\\)`));
+  assert.match(r.stdout, /waggle policy trace .*: DENIED/);
   const netnsAfter = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
   assert.ok(!netnsAfter.includes(prefix), `namespaces left behind:\n${netnsAfter}`);
   assert.equal(netnsAfter.split('\n').filter((l) => l.includes(prefix)).length, netnsBefore.split('\n').filter((l) => l.includes(prefix)).length);
   const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
-  for (const name of ['web', 'client-1', 'client-2']) {
+  for (const name of ['web', 'client-1', 'client-2', 'outsider']) {
     const ifname = hostIfnameFor('demo-node', `${prefix}-${name}`);
     assert.ok(!links.includes(`${ifname}@`), `veth ${ifname} of ${prefix}-${name} left behind`);
   }

@@ -2,8 +2,10 @@
  * `waggle demo`: the whole product in one run. It starts an agent with its own
  * temporary state, creates labelled endpoints, runs real traffic between them
  * (an HTTP server in one, clients in the others), prints the flows as they
- * happen, shows a spoofed packet dropped with its reason, and removes
- * everything on exit or Ctrl-C.
+ * happen, applies a CiliumNetworkPolicy that lets only the clients reach the
+ * web server and shows an outsider's connection dropped by it (with the
+ * `policy trace` that explains why), shows a spoofed packet dropped with its
+ * reason, and removes everything on exit or Ctrl-C.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -33,6 +35,33 @@ const http = require('http');
 let n = 0;
 http.createServer((req, res) => { n++; res.end('hello from web, request ' + n + '\\n'); })
   .listen(${HTTP_PORT}, '::', () => console.log('ready'));`;
+
+/** Only endpoints labelled app=client may reach the web server, on its HTTP port. */
+const demoPolicy = (namespace: string): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: web-allow-clients
+  namespace: ${namespace}
+spec:
+  endpointSelector:
+    matchLabels:
+      app: web
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: client
+    toPorts:
+    - ports:
+      - port: "${HTTP_PORT}"
+        protocol: TCP
+`;
+
+/** One HTTP request with a short timeout; prints what happened. */
+const probeScript = (target: string): string => `
+const http = require('http');
+const req = http.get({ host: '${target}', port: ${HTTP_PORT}, path: '/', timeout: 1500 }, (res) => { res.resume(); console.log('answered ' + res.statusCode); });
+req.on('timeout', () => { console.log('no answer (timed out)'); req.destroy(); });
+req.on('error', (e) => { if (!req.destroyed || e.code !== 'ECONNRESET') console.log('failed: ' + e.message); });`;
 
 const clientScript = (target: string, everyMs: number): string => `
 const http = require('http');
@@ -71,14 +100,15 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     const url = started.url;
     out(`  agent ready; health, metrics and (later) the web UI at ${url}`);
 
-    const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2` };
+    const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2`, outsider: `${opts.prefix}-outsider` };
     const create = (name: string, labels: Record<string, string>): Promise<EndpointStatus> =>
       call<EndpointStatus>(socket, 'POST', '/v1/endpoints', { name, namespace: 'demo', labels });
-    out('▶ creating three endpoints (a network namespace and a veth each, the shared eBPF programs attached)');
+    out('▶ creating four endpoints (a network namespace and a veth each, the shared eBPF programs attached)');
     const web = await create(names.web, { app: 'web', tier: 'frontend' });
     const c1 = await create(names.c1, { app: 'client' });
     const c2 = await create(names.c2, { app: 'client' });
-    for (const e of [web, c1, c2]) out(`  ${e.name.padEnd(24)} ID ${String(e.id).padEnd(3)} ${e.ipv4 ?? ''}  ${e.ipv6 ?? ''}  labels ${Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(',')}`);
+    const outsider = await create(names.outsider, { app: 'outsider' });
+    for (const e of [web, c1, c2, outsider]) out(`  ${e.name.padEnd(24)} ID ${String(e.id).padEnd(3)} ${e.ipv4 ?? ''}  ${e.ipv6 ?? ''}  labels ${Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(',')}`);
 
     out('▶ flows as they happen (waggle observe --follow; ARP and neighbour discovery not shown):');
     let hidden = 0;
@@ -103,7 +133,26 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     if (web.ipv6) inNs(c2, clientScript(web.ipv6, 900));
 
     const seconds = opts.durationSeconds;
-    await sleep(seconds > 0 ? seconds * 1000 : 2 ** 31 - 1, stop.signal);
+    // Half the traffic before the policy, half after (until Ctrl-C with --duration 0).
+    await sleep(seconds > 0 ? (seconds * 1000) / 2 : 5000, stop.signal);
+
+    if (!stop.signal.aborted && web.ipv4) {
+      const runProbe = async (from: EndpointStatus): Promise<string> => {
+        const child = inNs(from, probeScript(web.ipv4 as string));
+        let text = '';
+        child.stdout?.on('data', (d: Buffer) => { text += d.toString(); });
+        await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        return text.trim();
+      };
+      out(`▶ before any policy, ${outsider.name} (app=outsider) reaches the web server too: ${await runProbe(outsider)}`);
+      out(`▶ waggle apply -f web-allow-clients.yaml: only app=client may reach app=web, on TCP ${HTTP_PORT}`);
+      const applied = await call<{ created: string[] }>(socket, 'POST', '/v1/apply', { files: [{ text: demoPolicy('demo'), source: 'web-allow-clients.yaml' }] });
+      out(`  ${applied.created.join(', ')} created: enforced in the kernel, for new connections and established ones`);
+      out(`▶ ${outsider.name} tries again: ${await runProbe(outsider)} (the clients keep working)`);
+      const trace = await call<{ verdict: string; ingress?: { reason: string } }>(socket, 'POST', '/v1/policy/trace', { from: { endpoint: outsider.name }, to: { endpoint: web.name }, dport: `${HTTP_PORT}/tcp` });
+      out(`▶ waggle policy trace --from-endpoint ${outsider.name} --to-endpoint ${web.name} --dport ${HTTP_PORT}/tcp: ${trace.verdict.toUpperCase()} (${trace.ingress?.reason === 'no-rule' ? 'web is selected by a policy and no rule allows the outsider' : trace.ingress?.reason ?? ''})`);
+    }
+    await sleep(seconds > 0 ? (seconds * 1000) / 2 : 2 ** 31 - 1, stop.signal);
 
     if (!stop.signal.aborted && c1.ipv4 && web.ipv4) {
       // c1 has talked IPv4 through the router already, so it sends the spoofed packet at once.
