@@ -13,6 +13,7 @@ function describe(e: EndpointStatus): string {
     `ID:         ${e.id}`,
     `Namespace:  ${e.namespace}`,
     `Labels:     ${formatLabels(e.labels)}`,
+    `Identity:   ${e.identity ?? '-'}`,
     `IPv4:       ${e.ipv4 ?? '-'}`,
     `IPv6:       ${e.ipv6 ?? '-'}`,
     `MAC:        ${e.mac}`,

@@ -11,6 +11,7 @@ interface Status {
   router: { ipv4?: string; ipv6?: string };
   ipam: { family: number; cidr: string; used: number; capacity: string }[];
   flows: { seen: number; buffer: number };
+  policy: { policies: number; identities: number; lastSync?: { revision: number; ms: number } };
   bpffsRoot: string;
 }
 
@@ -32,6 +33,7 @@ export function registerStatus(program: Command): void {
         `Router:     ${[s.router.ipv4, s.router.ipv6].filter(Boolean).join(', ')}`,
         ...s.ipam.map((p) => `IPv${p.family} pool: ${p.cidr} (${p.used} of ${p.capacity} in use)`),
         `Flows:      ${s.flows.seen} seen, last ${s.flows.buffer} kept`,
+        `Policy:     ${s.policy.policies} policies, ${s.policy.identities} identities${s.policy.lastSync ? `, revision ${s.policy.lastSync.revision} (last computed in ${s.policy.lastSync.ms} ms)` : ''}`,
         `bpffs:      ${s.bpffsRoot}`,
       ].join('\n') + '\n');
     });
