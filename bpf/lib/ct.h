@@ -86,6 +86,20 @@ static __always_inline void ct_reverse(struct ct_key *rev, const struct ct_key *
 	rev->pad = 0;
 }
 
+/* Whether the packet may belong to its connection in direction `dir`. An
+ * ICMP echo key has the identifier in both ports, so it is the same both ways:
+ * a request matches only as the original direction and a reply only as the
+ * reply. Otherwise a peer's own echo request with the identifier of a ping
+ * it answers would pass as that ping's reply, past the peer's policy. */
+static __always_inline int ct_dir_possible(const struct pkt_info *pi, int dir)
+{
+	if (pi->proto == IPPROTO_ICMP)
+		return pi->icmp_type == (dir == CT_FORWARD ? 8 : 0);
+	if (pi->proto == IPPROTO_ICMPV6)
+		return pi->icmp_type == (dir == CT_FORWARD ? 128 : 129);
+	return 1;
+}
+
 /* Finds the packet's connection. On return `key` is the connection's key
  * (original direction) whether or not an entry was found, and `dir` says how
  * the packet relates to it. */
@@ -96,13 +110,13 @@ static __always_inline struct ct_entry *ct_lookup(const struct pkt_info *pi, str
 	struct ct_entry *e;
 
 	ct_tuple(key, pi);
-	e = bpf_map_lookup_elem(&ct, key);
+	e = ct_dir_possible(pi, CT_FORWARD) ? bpf_map_lookup_elem(&ct, key) : NULL;
 	if (e && e->expires_ns > now) {
 		*dir = CT_FORWARD;
 		return e;
 	}
 	ct_reverse(&rev, key);
-	e = bpf_map_lookup_elem(&ct, &rev);
+	e = ct_dir_possible(pi, CT_REPLY) ? bpf_map_lookup_elem(&ct, &rev) : NULL;
 	if (e && e->expires_ns > now) {
 		*key = rev;
 		*dir = CT_REPLY;
