@@ -126,6 +126,81 @@ static __always_inline struct ct_entry *ct_lookup(const struct pkt_info *pi, str
 	return NULL;
 }
 
+/* ICMP errors (destination unreachable, packet too big, time exceeded,
+ * parameter problem) quote the packet that caused them. */
+static __always_inline int icmp_is_error(const struct pkt_info *pi)
+{
+	if (pi->proto == IPPROTO_ICMP)
+		return pi->icmp_type == 3 || pi->icmp_type == 11 || pi->icmp_type == 12;
+	if (pi->proto == IPPROTO_ICMPV6)
+		return pi->icmp_type >= 1 && pi->icmp_type <= 4;
+	return 0;
+}
+
+/* Whether an ICMP error is about a tracked connection ("related", as
+ * netfilter says): the quoted packet's tuple, either way round, has a live
+ * entry. Path-MTU discovery and port-unreachable answers then work under any
+ * policy, while an error about nothing known is left to policy. Rare packets:
+ * the quoted headers are copied out with bpf_skb_load_bytes. */
+static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_info *pi, __u64 now)
+{
+	struct ct_key key = { .family = pi->family }, rev;
+	struct ct_entry *e;
+	__u32 off = (__u32)pi->l4_off + 8;
+
+	if (pi->family == FLOW_FAMILY_IPV4) {
+		struct iphdr inner;
+
+		if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0 || inner.version != 4 || inner.ihl < 5)
+			return 0;
+		key.proto = inner.protocol;
+		__builtin_memcpy(key.saddr, &inner.saddr, 4);
+		__builtin_memcpy(key.daddr, &inner.daddr, 4);
+		off += inner.ihl * 4;
+	} else {
+		struct ipv6hdr inner;
+
+		if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0 || inner.version != 6)
+			return 0;
+		key.proto = inner.nexthdr;
+		__builtin_memcpy(key.saddr, &inner.saddr, 16);
+		__builtin_memcpy(key.daddr, &inner.daddr, 16);
+		off += sizeof(inner);
+	}
+	switch (key.proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__be16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return 0;
+		key.sport = bpf_ntohs(ports[0]);
+		key.dport = bpf_ntohs(ports[1]);
+		break;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__u8 ic[8];
+
+		/* Only an echo request has a connection to be about. */
+		if (bpf_skb_load_bytes(skb, off, ic, sizeof(ic)) < 0 || ic[0] != (key.proto == IPPROTO_ICMP ? 8 : 128))
+			return 0;
+		key.sport = (__u16)ic[4] << 8 | ic[5];
+		key.dport = key.sport;
+		break;
+	}
+	default:
+		return 0;
+	}
+	e = bpf_map_lookup_elem(&ct, &key);
+	if (e && e->expires_ns > now)
+		return 1;
+	ct_reverse(&rev, &key);
+	e = bpf_map_lookup_elem(&ct, &rev);
+	return e && e->expires_ns > now;
+}
+
 /* A TCP segment that may open a connection: SYN without ACK, RST or FIN. */
 static __always_inline int tcp_can_open(__u8 flags)
 {

@@ -85,6 +85,7 @@ struct pkt_info {
 	__u8 icmp_code;
 	__u8 l4_ok;         /* the L4 header was there in full (ports, flags, ICMP id) */
 	__u8 fragment;      /* a non-first IPv4 fragment: no L4 header */
+	__u16 l4_off;       /* offset of the L4 header from the start of the frame */
 	__u8 match_type;    /* POLICY_MATCH_* of the deciding rule */
 	__u8 flags;         /* FLOW_F_* for the event */
 	__u16 icmp_id;      /* ICMP echo identifier (host order) */
@@ -172,6 +173,7 @@ static __always_inline void *parse_ipv4(struct pkt_info *pi, struct iphdr *ip, v
 		return NULL;
 	}
 	l4 = (void *)ip + ihl * 4;
+	pi->l4_off = ETH_HLEN + ihl * 4;
 	parse_l4(pi, l4, data_end);
 	return l4;
 }
@@ -193,6 +195,7 @@ static __always_inline void *parse_ipv6(struct pkt_info *pi, struct ipv6hdr *ip6
 		nexthdr = l4[0];
 		l4 += ((__u32)l4[1] + 1) * 8;
 	}
+	pi->l4_off = ETH_HLEN + (__u16)(l4 - (__u8 *)ip6);
 	pi->proto = nexthdr;
 	if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP && nexthdr != IPPROTO_ICMPV6)
 		return NULL;

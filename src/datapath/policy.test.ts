@@ -33,7 +33,7 @@ import {
 } from './codecs/flow-event.js';
 import { dropReasonCode } from './drop-reasons.js';
 import {
-  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, drainEvents, eth, icmpEcho, ipv4, ipv6, skbCtx, tcp, udp,
+  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, checksum, drainEvents, eth, icmpEcho, ipv4, ipv6, skbCtx, tcp, udp,
 } from './test-frames.js';
 
 const POLICY_DENIED = dropReasonCode('POLICY_DENIED');
@@ -523,6 +523,30 @@ describe('conntrack and policy in the endpoint programs (BPF_PROG_TEST_RUN)', ()
     assert.equal(ct.lookup(ctKeyOf(A.ipv4, B.ipv4, UDP, 5353, 53))?.flags, CT_FLAGS.SEEN_REPLY);
     assertDropped(from(B, out4(B, A.ipv4, UDP, udp(53, 5354))), POLICY_DENIED, 'another port pair from B');
     assertDropped(from(B, out4(B, A.ipv4, UDP, udp(5353, 53))), POLICY_DENIED, 'the same ports the other way round');
+  });
+
+  test('an ICMP error quoting a tracked connection passes as related (port unreachable, packet too big); one quoting nothing known meets policy', (t) => {
+    if (skipUnlessRoot(t)) return;
+    setFlags(A, F_EGRESS);
+    setFlags(B, F_EGRESS);
+    rule(A, 'egress', B.identity, UDP, 53, 16, { cookie: 0x90001 });
+    assert.equal(from(A, out4(A, B.ipv4, UDP, udp(5353, 53))).retval, TC_ACT_REDIRECT);
+    // B's stack answers "port unreachable", quoting A's datagram (IP header + the first 8 bytes of UDP).
+    const quote = (sport: number): Buffer => ipv4(A.ipv4, B.ipv4, UDP, udp(sport, 53)).subarray(0, 28);
+    const unreachable = (sport: number): Buffer => {
+      const m = Buffer.concat([Buffer.from([3, 3, 0, 0, 0, 0, 0, 0]), quote(sport)]);
+      m.writeUInt16BE(checksum(m), 2);
+      return m;
+    };
+    const related = from(B, out4(B, A.ipv4, ICMP, unreachable(5353)));
+    assert.equal(related.retval, TC_ACT_REDIRECT, 'the error about the tracked flow passes although B\'s egress allows nothing');
+    assertDropped(from(B, out4(B, A.ipv4, ICMP, unreachable(4444))), POLICY_DENIED, 'an error quoting a flow that does not exist');
+    // IPv6 "packet too big" about a tracked TCP connection (path-MTU discovery).
+    rule(A, 'egress', B.identity, TCP, 443, 16, { cookie: 0x90002 });
+    assert.equal(from(A, out6(A, B.ipv6, TCP, tcp(40000, 443, SYN))).retval, TC_ACT_REDIRECT);
+    const inner = ipv6(A.ipv6, B.ipv6, TCP, tcp(40000, 443, ACK)).subarray(0, 48);
+    const ptb = Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0x05, 0x00]), inner]);
+    assert.equal(from(B, out6(B, A.ipv6, ICMPV6, ptb)).retval, TC_ACT_REDIRECT, 'packet too big about the tracked connection passes');
   });
 
   test('to_endpoint: traffic from a non-endpoint address meets the endpoint\'s ingress policy with the source\'s ipcache identity', (t) => {
