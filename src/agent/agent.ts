@@ -80,6 +80,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
       restoreIdentities: (users) => policy.identities.restore(users),
       sync: (records) => { policy.sync(records); },
       flagsOf: (id) => policy.flagsOf(id),
+      forgetConnections: (ips) => { policy.forgetConnections(ips); },
     },
   });
   policy.bind({ records: () => endpoints.records(), setPolicyFlags: (flags) => endpoints.setPolicyFlags(flags) });

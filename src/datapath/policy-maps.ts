@@ -108,6 +108,13 @@ export function ctEntries(map: BpfMap<CtKey, CtEntry>): [CtKey, CtEntry][] {
   return map.lookupBatch();
 }
 
+/** Deletes the conntrack entries with `addr` (16 bytes; IPv4 in the first 4, family `family`) at either end. */
+export function ctForgetAddress(map: BpfMap<CtKey, CtEntry>, family: number, addr: Uint8Array): number {
+  const same = (a: Uint8Array): boolean => a.every((b, i) => b === addr[i]);
+  const dead = map.lookupBatch().filter(([k]) => k.family === family && (same(k.saddr) || same(k.daddr))).map(([k]) => k);
+  return dead.length ? map.deleteBatch(dead) : 0;
+}
+
 /** Deletes expired conntrack entries; returns how many. */
 export function ctGarbageCollect(map: BpfMap<CtKey, CtEntry>, now = monotonicNs()): { deleted: number; alive: number } {
   const dead: CtKey[] = [];

@@ -37,6 +37,8 @@ export interface EndpointPolicyHooks {
   sync(records: EndpointRecord[]): void;
   /** The ENDPOINT_F_POLICY_* flags of an endpoint after the last sync. */
   flagsOf(endpointId: number): number;
+  /** Drops the conntrack state of a deleted endpoint's addresses. */
+  forgetConnections(ips: string[]): void;
 }
 
 export interface EndpointManagerOptions {
@@ -319,6 +321,7 @@ export class EndpointManager {
       if (policy) {
         policy.sync(this.records());
         if (r.identity !== undefined) policy.releaseIdentity(r.identity);
+        policy.forgetConnections([r.ipv4, r.ipv6].filter((x): x is string => !!x));
       }
       this.opts.log.info({ endpoint: name, id: r.id }, 'endpoint deleted');
       return { deleted: name };

@@ -18,8 +18,9 @@ import type { BpfMap } from '../bpf/map.js';
 import type { IpcacheValue } from '../datapath/codecs/ipcache.js';
 import type { PolicyKey, PolicyState, PolicyValue } from '../datapath/codecs/policy.js';
 import {
-  ipcacheMap, MapSync, policyKeyText, policyMap, policyStateMap, readPolicyRevision, writePolicyRevision,
+  ctForgetAddress, ctMap, ipcacheMap, MapSync, policyKeyText, policyMap, policyStateMap, readPolicyRevision, writePolicyRevision,
 } from '../datapath/policy-maps.js';
+import { parseCidr } from '../datapath/codecs/ipcache.js';
 import type { EndpointRecord } from '../endpoint/model.js';
 import { NamespaceStore } from './namespaces.js';
 import { PolicyRepository, type PolicyRef } from './repository.js';
@@ -223,6 +224,25 @@ export class PolicyEngine {
     if (!stored) return undefined;
     const p = stored.policy;
     return { kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}), index: c.index };
+  }
+
+  /**
+   * Forgets the connections of addresses that no longer belong to an
+   * endpoint (it was deleted), so a new endpoint given the same address later
+   * inherits none of them.
+   */
+  forgetConnections(ips: string[]): number {
+    const map = ctMap(this.opts.pinDir);
+    try {
+      let n = 0;
+      for (const ip of ips) {
+        const p = parseCidr(ip);
+        n += ctForgetAddress(map, p.family === 4 ? 2 : 10, p.addr);
+      }
+      return n;
+    } finally {
+      map.close();
+    }
   }
 
   /** Deletes policies by reference and re-syncs. */
