@@ -32,7 +32,9 @@ function unreachable(socket: string, err: NodeJS.ErrnoException): ClientError {
 export function call<T>(socket: string, method: string, path: string, body?: unknown): Promise<T> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({ socketPath: socket, method, path, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
+    // agent: false: one connection per request; a pooled keep-alive socket the
+    // agent closes while we are busy elsewhere would fail the next request (EPIPE).
+    const req = request({ socketPath: socket, method, path, agent: false, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -56,7 +58,7 @@ export function call<T>(socket: string, method: string, path: string, body?: unk
 /** Streams NDJSON lines from `path` to `onLine` until the agent ends the stream or `signal` aborts. */
 export function stream(socket: string, path: string, onLine: (value: unknown) => void, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, method: 'GET', path, signal }, (res) => {
+    const req = request({ socketPath: socket, method: 'GET', path, signal, agent: false }, (res) => {
       if ((res.statusCode ?? 500) >= 400) {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

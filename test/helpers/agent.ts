@@ -128,8 +128,10 @@ export class TestAgent {
 export function apiRequest<T = unknown>(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
+    // agent: false — no pooled keep-alive socket that the agent may close
+    // while this process is busy (the next request would fail with EPIPE).
     const req = request({
-      socketPath: socket, method, path,
+      socketPath: socket, method, path, agent: false,
       headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
     }, (res) => {
       const chunks: Buffer[] = [];
