@@ -24,8 +24,11 @@
  *     parse, endpoint lookup, conntrack lookup and update, metrics);
  * (b) policy: an ICMP timestamp request, which conntrack does not track, so
  *     every run resolves the destination's identity in the ipcache (LPM) and
- *     does the two-lookup policy decision (LPM: the peer's identity, then
- *     "any peer").
+ *     does the policy decision for the peer's identity and for "any peer"
+ *     (each: the single-port hash, then the range/wildcard trie). The N
+ *     entries are written where the agent writes them: single-port entries
+ *     (here N − 1 TCP rules for other peers) in the hash, the ICMP type rule
+ *     in the trie.
  * Checked before measuring: (a) passes and its ct entry counts the runs; (b)
  * passes, creates no ct entry, and the same packet to a peer without a rule
  * is dropped (so the verdict does come from the policy map).
@@ -33,7 +36,9 @@
 import { join } from 'node:path';
 import { inNetns } from '../src/netlink/netns.js';
 import { loadEndpointDatapath, type EndpointDatapath } from '../src/datapath/lxc.js';
-import { ctEntries, ctMap, ipcacheMap, policyMap, policyStateMap, writePolicyRevision } from '../src/datapath/policy-maps.js';
+import {
+  ctEntries, ctMap, ipcacheMap, isExactPolicyKey, policyExactMap, policyMap, policyStateMap, writePolicyRevision,
+} from '../src/datapath/policy-maps.js';
 import type { PolicyKey } from '../src/datapath/codecs/policy.js';
 import { TC_ACT_OK, TC_ACT_SHOT, eth, icmpEcho, ipv4, skbCtx, udp } from '../src/datapath/test-frames.js';
 import { mountTempBpffs } from '../test/helpers/bpffs.js';
@@ -86,26 +91,29 @@ function fill(pinDir: string, n: number, identities: number, runOn: (frame: Buff
   const t = target(identities);
   const ipc = ipcacheMap(pinDir);
   const pol = policyMap(pinDir);
+  const exact = policyExactMap(pinDir);
+  // As the agent writes them: single-port entries in the hash, the rest in the trie.
+  const put = (k: PolicyKey, v: { cookie: number; deny: number; matchType: number }): void => (isExactPolicyKey(k) ? exact : pol).update(k, v);
   const state = policyStateMap(pinDir);
   const ct = ctMap(pinDir);
   try {
     for (let i = 0; i < identities; i++) ipc.update(`${peerIp(i)}/32`, { identity: FIRST_IDENTITY + i, flags: 0 });
     writePolicyRevision(state, 1);
     const allow = { cookie: 0x10001, deny: 0, matchType: 2 };
-    pol.update(egressKey(FIRST_IDENTITY + t, IPPROTO_ICMP, ICMP_TIMESTAMP << 8, 8), allow);
+    put(egressKey(FIRST_IDENTITY + t, IPPROTO_ICMP, ICMP_TIMESTAMP << 8, 8), allow);
     // N − 1 other peers (never the target), spread over the identities.
     const others = n - 1;
     for (let k = 0; k < others; k++) {
       let i = Math.floor((k * (identities - 1)) / Math.max(others, 1));
       if (i >= t) i++;
-      pol.update(egressKey(FIRST_IDENTITY + i, IPPROTO_TCP, 443, 16), { cookie: 0x10002 + k, deny: 0, matchType: 2 });
+      put(egressKey(FIRST_IDENTITY + i, IPPROTO_TCP, 443, 16), { cookie: 0x10002 + k, deny: 0, matchType: 2 });
     }
-    if (pol.count() !== n) throw new Error(`policy map of size ${n} holds ${pol.count()} entries`);
+    if (pol.count() + exact.count() !== n) throw new Error(`policy maps of size ${n} hold ${pol.count() + exact.count()} entries`);
     // The connection of path (a): made by the program under a temporary allow entry.
     const tmp = egressKey(FIRST_IDENTITY + t, IPPROTO_UDP, 5001, 16);
-    pol.update(tmp, allow);
+    put(tmp, allow);
     const primed = runOn(udpFrame);
-    pol.delete(tmp);
+    (isExactPolicyKey(tmp) ? exact : pol).delete(tmp);
     if (primed !== TC_ACT_OK) throw new Error(`priming the UDP connection returned ${primed}, not TC_ACT_OK`);
     if (ctEntries(ct).length !== 1) throw new Error(`expected one conntrack entry after priming, found ${ctEntries(ct).length}`);
     if (runOn(icmpFrame) !== TC_ACT_OK) throw new Error('the ICMP timestamp to the target is not allowed');
@@ -114,6 +122,7 @@ function fill(pinDir: string, n: number, identities: number, runOn: (frame: Buff
   } finally {
     ipc.close();
     pol.close();
+    exact.close();
     state.close();
     ct.close();
   }

@@ -169,7 +169,7 @@ function reportTestrun(cfg: TestrunConfig, r: TestrunResult, figures: Record<str
     `   median of ${r.rounds} interleaved rounds, the sizes of a path back to back in a rotating order; min – max) with ${cfg.identities} ipcache entries (identities)`,
     `   method: one datapath per size in a temp bpffs, maps filled through the codecs, run on a veth of a throw-away netns;`,
     `   (a) UDP packet of an established connection: conntrack hit (checked: its ct entry counted every run);`,
-    `   (b) ICMP timestamp (untracked): every run resolves the peer in the ipcache and does the two-lookup LPM policy decision`,
+    `   (b) ICMP timestamp (untracked): every run resolves the peer in the ipcache and does the policy decision (hash, then trie; peer and any peer)`,
     `       (checked: allowed by its rule, no ct entry made, the same packet to a peer without a rule is dropped)`,
   );
   const w = Math.max(...cfg.sizes.map((n) => String(n).length));

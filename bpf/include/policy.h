@@ -1,10 +1,16 @@
-/* The `policy` map: every endpoint's resolved L3/L4 policy, one LPM trie for
- * the node. A key is (endpoint, direction, peer identity) exactly, then the IP
- * protocol and the destination port as a prefix, so port ranges are a few
- * prefixes and "any port" / "any protocol" are shorter prefixes: a packet's
- * verdict is two longest-prefix lookups (its peer identity, and identity 0 =
- * any peer) whatever the number of rules. A deny from either lookup wins.
- * An endpoint no policy selects in a direction gets an allow-all entry.
+/* The `policy` maps: every endpoint's resolved L3/L4 policy. A key is
+ * (endpoint, direction, peer identity) exactly, then the IP protocol and the
+ * destination port as a prefix, so port ranges are a few prefixes and "any
+ * port" / "any protocol" are shorter prefixes. Entries for one exact
+ * protocol and port live in the `policy_exact` hash (prefixlen always
+ * POLICY_PREFIX_FULL); all others (ranges, any port, any protocol, ICMP types)
+ * in the `policy` LPM trie. An exact entry is the longest possible match, so a
+ * packet's verdict is, for its peer identity and then identity 0 (any peer):
+ * the exact entry, else the longest prefix — a deny from either wins. The
+ * common case (rules on single ports) costs hash lookups whatever the number
+ * of rules; a trie's walk grows with its size, and only range and wildcard
+ * entries are in it. An endpoint no policy selects in a direction gets an
+ * allow-all entry.
  *
  * `policy_state` holds the policy revision: the agent bumps it after writing
  * a change, and a conntrack entry made under an older revision is checked

@@ -1,6 +1,6 @@
-/* Policy verdicts from the `policy` LPM trie (bpf/include/policy.h): two
- * longest-prefix lookups per decision (the peer's identity, then identity 0 =
- * any peer), deny from either wins. Only new connections (and connections
+/* Policy verdicts from the `policy_exact` hash and the `policy` LPM trie
+ * (bpf/include/policy.h): per decision, the best entry for the peer's
+ * identity and for identity 0 (any peer); a deny from either wins. Only new connections (and connections
  * made under an older policy revision) are decided here; conntrack carries the
  * rest. */
 #ifndef WAGGLE_LIB_POLICY_VERDICT_H
@@ -20,12 +20,30 @@ struct {
 	__type(value, struct policy_value);
 } policy SEC(".maps");
 
+/* Single-port entries (see bpf/include/policy.h); no preallocation: the
+ * memory follows the entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POLICY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+} policy_exact SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct policy_state);
 } policy_state SEC(".maps");
+
+/* The entry deciding `key`: its exact single-port entry, else its longest prefix. */
+static __always_inline struct policy_value *policy_match(struct policy_key *key)
+{
+	struct policy_value *v = bpf_map_lookup_elem(&policy_exact, key);
+
+	return v ? v : bpf_map_lookup_elem(&policy, key);
+}
 
 /* The current policy revision (0 before the agent wrote any). */
 static __always_inline __u32 policy_revision(void)
@@ -54,13 +72,13 @@ static __always_inline int policy_lookup(__u32 endpoint_id, __u8 direction, __u3
 	};
 	struct policy_value *exact, *any;
 
-	exact = bpf_map_lookup_elem(&policy, &key);
+	exact = policy_match(&key);
 	if (exact && exact->deny)
 		goto deny_exact;
 	any = NULL;
 	if (identity != 0) {
 		key.identity = 0;
-		any = bpf_map_lookup_elem(&policy, &key);
+		any = policy_match(&key);
 		if (any && any->deny) {
 			*cookie = any->cookie;
 			*match_type = any->match_type;

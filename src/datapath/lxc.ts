@@ -13,7 +13,8 @@
  * pinDir/flow_seen    LRU hash: monitor aggregation of untracked traffic (shared)
  * pinDir/lxc_config   hash: host-side veth ifindex → lxc_config (shared)
  * pinDir/ipcache      LPM trie: IP prefix → security identity (shared)
- * pinDir/policy       LPM trie: (endpoint, direction, identity, proto, port) → verdict (shared)
+ * pinDir/policy       LPM trie: (endpoint, direction, identity, proto, port prefix) → verdict (shared)
+ * pinDir/policy_exact hash: the same for single-port entries (shared)
  * pinDir/policy_state array: the policy revision (shared)
  * pinDir/ct           LRU hash: connection tracking (shared)
  * pinDir/lxc_programs/BUILD/from_endpoint   the shared programs, pinned
@@ -65,7 +66,7 @@ import { dropReasonName } from './drop-reasons.js';
 /** The compiled object. */
 export const LXC_OBJECT = 'lxc';
 /** The maps every endpoint's programs share, pinned under `pinDir` by name. */
-export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config', 'ipcache', 'policy', 'policy_state', 'ct'] as const;
+export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config', 'ipcache', 'policy', 'policy_exact', 'policy_state', 'ct'] as const;
 /** Default size of the `events` ring buffer (bytes). */
 export const DEFAULT_EVENTS_SIZE = 4 << 20;
 /** The two endpoint programs. */

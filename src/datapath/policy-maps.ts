@@ -19,6 +19,16 @@ export function policyMap(pinDir: string): BpfMap<PolicyKey, PolicyValue> {
   return BpfMap.openPinned(join(pinDir, 'policy'), policyKey, policyValue);
 }
 
+/** The single-port policy entries (hash; see bpf/include/policy.h). */
+export function policyExactMap(pinDir: string): BpfMap<PolicyKey, PolicyValue> {
+  return BpfMap.openPinned(join(pinDir, 'policy_exact'), policyKey, policyValue);
+}
+
+/** Whether a policy entry goes into `policy_exact` (one protocol, one port) rather than the trie. */
+export function isExactPolicyKey(k: PolicyKey): boolean {
+  return k.proto !== 0 && k.portPrefixLen === 16;
+}
+
 export function policyStateMap(pinDir: string): BpfMap<number, PolicyState> {
   return BpfMap.openPinned(join(pinDir, 'policy_state'), u32, policyState);
 }
@@ -42,10 +52,15 @@ export function policyKeyText(k: PolicyKey): string {
 export class MapSync<K, V> {
   private current = new Map<string, { key: K; value: V }>();
 
+  /**
+   * `batch`: write and delete with the batch syscalls (one call per few
+   * thousand entries); only for map types that have them (hash, array).
+   */
   constructor(
     private readonly map: BpfMap<K, V>,
     private readonly keyText: (k: K) => string,
     private readonly same: (a: V, b: V) => boolean,
+    private readonly batch = false,
   ) {
     for (const [key, value] of map.entries()) this.current.set(keyText(key), { key, value });
   }
@@ -56,27 +71,24 @@ export class MapSync<K, V> {
 
   /** Writes every desired entry that is missing or different; returns how many. */
   upsert(desired: ReadonlyMap<string, { key: K; value: V }>): number {
-    let n = 0;
+    const changed: [string, { key: K; value: V }][] = [];
     for (const [text, want] of desired) {
       const have = this.current.get(text);
-      if (have && this.same(have.value, want.value)) continue;
-      this.map.update(want.key, want.value);
-      this.current.set(text, want);
-      n++;
+      if (!have || !this.same(have.value, want.value)) changed.push([text, want]);
     }
-    return n;
+    if (this.batch && changed.length > 1) this.map.updateBatch(changed.map(([, e]) => [e.key, e.value] as const));
+    else for (const [, e] of changed) this.map.update(e.key, e.value);
+    for (const [text, e] of changed) this.current.set(text, e);
+    return changed.length;
   }
 
   /** Deletes every entry not desired; returns how many. */
   prune(desired: ReadonlyMap<string, unknown>): number {
-    let n = 0;
-    for (const [text, have] of this.current) {
-      if (desired.has(text)) continue;
-      this.map.delete(have.key);
-      this.current.delete(text);
-      n++;
-    }
-    return n;
+    const gone = [...this.current].filter(([text]) => !desired.has(text));
+    if (this.batch && gone.length > 1) this.map.deleteBatch(gone.map(([, e]) => e.key));
+    else for (const [, e] of gone) this.map.delete(e.key);
+    for (const [text] of gone) this.current.delete(text);
+    return gone.length;
   }
 
   entries(): IterableIterator<{ key: K; value: V }> {

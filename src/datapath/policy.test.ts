@@ -21,7 +21,7 @@ import {
   endpointsMap, loadEndpointDatapath, lxcConfigOf, metricsMap, openEvents,
   type DecodedFlowEvent, type EndpointDatapath,
 } from './lxc.js';
-import { ctMap, ipcacheMap, policyMap, policyStateMap, writePolicyRevision } from './policy-maps.js';
+import { ctMap, ipcacheMap, policyExactMap, policyMap, policyStateMap, writePolicyRevision } from './policy-maps.js';
 import type { EndpointInfo } from './codecs/endpoint.js';
 import type { IpcacheValue } from './codecs/ipcache.js';
 import type { PolicyKey, PolicyState, PolicyValue } from './codecs/policy.js';
@@ -258,6 +258,26 @@ describe('conntrack and policy in the endpoint programs (BPF_PROG_TEST_RUN)', ()
     const any = from(A, out4(A, '192.0.2.80', TCP, tcp(40002, 443, SYN)));
     assert.equal(any.retval, TC_ACT_OK, 'to the stack');
     assert.deepEqual([only(any.events, FLOW_EVENT_POLICY_VERDICT).egressCookie, only(any.events, FLOW_EVENT_POLICY_VERDICT).matchType], [0x10002, MATCH_L4_ONLY]);
+  });
+
+  test('single-port entries in the policy_exact hash decide first; the trie answers what the hash does not hold', (t) => {
+    if (skipUnlessRoot(t)) return;
+    setFlags(A, F_EGRESS);
+    const exact = policyExactMap(pinDir);
+    try {
+      exact.clear();
+      // The agent never writes both for one peer (a covered allow becomes a deny); here they differ on purpose.
+      exact.update({ endpointId: A.id, direction: 'egress', identity: B.identity, proto: TCP, port: 80, portPrefixLen: 16 }, { cookie: 0xa0001, deny: 0, matchType: MATCH_L3_L4 });
+      rule(A, 'egress', B.identity, TCP, 0, 0, { cookie: 0xa0002, deny: true });
+      const v = from(A, out4(A, B.ipv4, TCP, tcp(40100, 80, SYN)));
+      assert.equal(v.retval, TC_ACT_REDIRECT, 'port 80: the exact entry allows');
+      assert.equal(only(v.events, FLOW_EVENT_POLICY_VERDICT).egressCookie, 0xa0001);
+      const d = assertDropped(from(A, out4(A, B.ipv4, TCP, tcp(40101, 81, SYN))), POLICY_DENY, 'port 81: the trie\'s deny');
+      assert.equal(d.egressCookie, 0xa0002);
+    } finally {
+      exact.clear();
+      exact.close();
+    }
   });
 
   test('a port-range prefix (8080/13 = 8080-8087) allows 8080 and 8085 but not 8079 or 8088', (t) => {

@@ -18,7 +18,8 @@ import type { BpfMap } from '../bpf/map.js';
 import type { IpcacheValue } from '../datapath/codecs/ipcache.js';
 import type { PolicyKey, PolicyState, PolicyValue } from '../datapath/codecs/policy.js';
 import {
-  ctForgetAddress, ctMap, ipcacheMap, MapSync, policyKeyText, policyMap, policyStateMap, readPolicyRevision, writePolicyRevision,
+  ctForgetAddress, ctMap, ipcacheMap, isExactPolicyKey, MapSync, policyExactMap, policyKeyText, policyMap, policyStateMap,
+  readPolicyRevision, writePolicyRevision,
 } from '../datapath/policy-maps.js';
 import { parseCidr } from '../datapath/codecs/ipcache.js';
 import type { EndpointRecord } from '../endpoint/model.js';
@@ -73,7 +74,9 @@ export class PolicyEngine {
   readonly namespaces: NamespaceStore;
   readonly repo: PolicyRepository;
   private readonly opts: PolicyEngineOptions;
+  /** Range and wildcard entries (LPM trie) and single-port entries (hash). */
   private readonly policy: MapSync<PolicyKey, PolicyValue>;
+  private readonly policyExact: MapSync<PolicyKey, PolicyValue>;
   private readonly ipcache: MapSync<string, IpcacheValue>;
   private readonly state: BpfMap<number, PolicyState>;
   private source: EndpointSource | undefined;
@@ -87,7 +90,9 @@ export class PolicyEngine {
     this.identities = new IdentityAllocator(join(opts.stateDir, 'identities.json'));
     this.namespaces = new NamespaceStore(join(opts.stateDir, 'namespaces.json'));
     this.repo = new PolicyRepository(join(opts.stateDir, 'policies.json'));
-    this.policy = new MapSync(policyMap(opts.pinDir), policyKeyText, (a, b) => a.cookie === b.cookie && a.deny === b.deny && a.matchType === b.matchType);
+    const sameVerdict = (a: PolicyValue, b: PolicyValue): boolean => a.cookie === b.cookie && a.deny === b.deny && a.matchType === b.matchType;
+    this.policy = new MapSync(policyMap(opts.pinDir), policyKeyText, sameVerdict);
+    this.policyExact = new MapSync(policyExactMap(opts.pinDir), policyKeyText, sameVerdict, true);
     this.ipcache = new MapSync(ipcacheMap(opts.pinDir), (k) => k, (a, b) => a.identity === b.identity && a.flags === b.flags);
     this.state = policyStateMap(opts.pinDir);
   }
@@ -98,6 +103,7 @@ export class PolicyEngine {
 
   close(): void {
     this.policy.close();
+    this.policyExact.close();
     this.ipcache.close();
     this.state.close();
   }
@@ -163,6 +169,7 @@ export class PolicyEngine {
     const prepared = this.preparedPolicies();
 
     const desiredPolicy = new Map<string, { key: PolicyKey; value: PolicyValue }>();
+    const desiredExact = new Map<string, { key: PolicyKey; value: PolicyValue }>();
     const flags = new Map<number, number>();
     const resolved = new Map<number, EndpointPolicy>();
     for (const r of records) {
@@ -175,7 +182,8 @@ export class PolicyEngine {
         f |= dir === 'ingress' ? POLICY_FLAG_INGRESS : POLICY_FLAG_EGRESS;
         for (const e of p[dir]) {
           const key = entryKey(r.id, dir, e);
-          desiredPolicy.set(policyKeyText(key), { key, value: { cookie: e.cookie, deny: e.deny ? 1 : 0, matchType: e.matchType } });
+          (isExactPolicyKey(key) ? desiredExact : desiredPolicy)
+            .set(policyKeyText(key), { key, value: { cookie: e.cookie, deny: e.deny ? 1 : 0, matchType: e.matchType } });
         }
       }
       flags.set(r.id, f);
@@ -191,10 +199,10 @@ export class PolicyEngine {
       if (r.ipv6) put(`${r.ipv6}/128`, r.identity);
     }
 
-    const policyWritten = this.policy.upsert(desiredPolicy);
+    const policyWritten = this.policy.upsert(desiredPolicy) + this.policyExact.upsert(desiredExact);
     const ipcacheWritten = this.ipcache.upsert(desiredIpcache);
     this.source?.setPolicyFlags(flags);
-    const policyRemoved = this.policy.prune(desiredPolicy);
+    const policyRemoved = this.policy.prune(desiredPolicy) + this.policyExact.prune(desiredExact);
     const ipcacheRemoved = this.ipcache.prune(desiredIpcache);
     const revision = (readPolicyRevision(this.state) + 1) >>> 0;
     writePolicyRevision(this.state, revision);
@@ -208,7 +216,7 @@ export class PolicyEngine {
 
   /** Entries currently in the policy map for one endpoint (what the datapath looks up). */
   datapathEntries(endpointId: number): { key: PolicyKey; value: PolicyValue }[] {
-    return [...this.policy.entries()].filter((e) => e.key.endpointId === endpointId);
+    return [...this.policyExact.entries(), ...this.policy.entries()].filter((e) => e.key.endpointId === endpointId);
   }
 
   /** Entries of the ipcache as written. */

@@ -199,6 +199,29 @@ export class PreparedPolicies {
         this.endpointIdentities.push({ id: ident.id, labels: ident.labels });
       }
     }
+    // By family and address, so the identities inside a prefix are one contiguous run.
+    this.cidrIdentities.sort((a, b) => a.prefix.family - b.prefix.family || (a.prefix.base < b.prefix.base ? -1 : a.prefix.base > b.prefix.base ? 1 : a.prefix.len - b.prefix.len));
+  }
+
+  /** CIDR identities whose prefix lies inside `outer`: a binary search to the first, then the run (no scan of all). */
+  private cidrIdentitiesInside(outer: Prefix): { id: number; prefix: Prefix }[] {
+    const list = this.cidrIdentities;
+    const last = outer.base + ((1n << BigInt((outer.family === 4 ? 32 : 128) - outer.len)) - 1n);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const m = (list[mid] as { prefix: Prefix }).prefix;
+      if (m.family < outer.family || (m.family === outer.family && m.base < outer.base)) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: { id: number; prefix: Prefix }[] = [];
+    for (let i = lo; i < list.length; i++) {
+      const c = list[i] as { id: number; prefix: Prefix };
+      if (c.prefix.family !== outer.family || c.prefix.base > last) break;
+      if (c.prefix.len >= outer.len) out.push(c);
+    }
+    return out;
   }
 
   /** Endpoint identities whose label view `sel` matches (sorted). */
@@ -220,8 +243,8 @@ export class PreparedPolicies {
       const outer = canonicalPrefix(cidr);
       if (outer) {
         const exc = except.map(canonicalPrefix).filter((p): p is Prefix => p !== undefined);
-        for (const c of this.cidrIdentities) {
-          if (prefixInside(c.prefix, outer) && !exc.some((x) => prefixInside(c.prefix, x))) ids.push(c.id);
+        for (const c of this.cidrIdentitiesInside(outer)) {
+          if (!exc.some((x) => prefixInside(c.prefix, x))) ids.push(c.id);
         }
         if (outer.len === 0) ids.push(ReservedIdentity.world);
       }
