@@ -31,6 +31,7 @@
  *                                      process.hrtime), closed with RST
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { stop } from '../test/helpers/traffic.js';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -403,16 +404,8 @@ export function runIn(ns: string, cmd: string[], opts: { cpu?: number; timeoutMs
   });
 }
 
-/** Kills `child` (by its PID) if it still runs and waits for it, at most 5 s. */
-export async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    setTimeout(resolve, 5_000).unref();
-  });
-  child.kill('SIGKILL');
-  await exited;
-}
+/** Kills `child` (by its PID) if it still runs and waits for it, at most 5 s (the tests' helper). */
+export const stopChild = stop;
 
 /** Kills every child spawned through {@link spawnIn} that still runs. */
 export async function killChildren(): Promise<void> {
