@@ -344,11 +344,15 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
   const onSignal = (sig: NodeJS.Signals): void => {
     if (isAborted()) return;
     markAborted();
-    process.stderr.write(`policy bench: ${sig}, cleaning up\n`);
+    if (sig !== 'SIGPIPE') process.stderr.write(`policy bench: ${sig}, cleaning up\n`);
     // Exit once everything is removed and the interrupted work has unwound (at most 2 minutes).
     const capped = new Promise((resolve) => setTimeout(resolve, 120_000).unref());
-    void Promise.race([Promise.all([cleanAll(), main]), capped]).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    void Promise.race([Promise.all([cleanAll(), main]), capped]).finally(() => process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGPIPE' ? 141 : 143));
   };
+  // Output piped into something that stopped reading (`| head`): clean up as for a signal.
+  const onBrokenPipe = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') onSignal('SIGPIPE'); };
+  process.stdout.on('error', onBrokenPipe);
+  process.stderr.on('error', onBrokenPipe);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let tool: Tool | undefined;
@@ -400,6 +404,8 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
     await new Promise((resolve) => setImmediate(resolve));
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.stdout.off('error', onBrokenPipe);
+    process.stderr.off('error', onBrokenPipe);
     mainDone();
   }
 }
