@@ -61,6 +61,8 @@ export interface WireConfig {
   statefulRounds: number;
   statefulUdpMs: number;
   statefulRrMs: number;
+  /** The Linux side of the stateful comparison: `bridge` (the issue's: one L2 segment, br_netfilter hands bridged packets to iptables) or `router`. */
+  statefulLinux: 'bridge' | 'router';
 }
 
 interface Spread { median: number; min: number; max: number; samples: number[] }
@@ -154,6 +156,37 @@ function nftRules(n: number, client: string, server: string, sets: boolean): str
 }
 
 let pathIndex = 0;
+
+/**
+ * Client and server namespaces on one Linux bridge (in a third namespace),
+ * one subnet; br_netfilter (bridge-nf-call-iptables, per namespace) hands the
+ * bridged packets to that namespace's iptables FORWARD chain, where `rules`
+ * go. The path the issue names for the stateful comparison.
+ */
+function linuxBridgePath(label: string, cleanup: Cleanup, rules: (bridgeNs: Netns, client: string, server: string) => void): Path {
+  const k = pathIndex++;
+  if (64 + 2 * k + 1 > 255) throw new Error('too many Linux paths');
+  const net = `10.199.${64 + 2 * k}`;
+  const c = createNetns('wglb-pc');
+  cleanup.add(() => c.remove(), `remove ${c.name}`);
+  const b = createNetns('wglb-pb');
+  cleanup.add(() => b.remove(), `remove ${b.name}`);
+  const s = createNetns('wglb-ps');
+  cleanup.add(() => s.remove(), `remove ${s.name}`);
+  createVethPair({ a: { netns: c, name: 'eth0', addrs: [`${net}.2/24`] }, b: { netns: b, name: 'pc' } });
+  createVethPair({ a: { netns: s, name: 'eth0', addrs: [`${net}.3/24`] }, b: { netns: b, name: 'ps' } });
+  ip(['-n', b.name, 'link', 'add', 'br0', 'type', 'bridge']);
+  for (const port of ['pc', 'ps']) ip(['-n', b.name, 'link', 'set', port, 'master', 'br0']);
+  ip(['-n', b.name, 'link', 'set', 'br0', 'up']);
+  const nf = '/proc/sys/net/bridge/bridge-nf-call-iptables';
+  const on = nsExec(b, ['sh', '-c', `test -e ${nf} && echo 1 > ${nf} && cat ${nf}`]).trim();
+  if (on !== '1') throw new Error(`br_netfilter is not available in ${b.name} (${nf}): the bridge path would not filter`);
+  const client = `${net}.2`;
+  const server = `${net}.3`;
+  checkAddrs(client, server);
+  rules(b, client, server);
+  return { label, client: c.name, server: s.name, clientAddr: client, serverAddr: server, serverNsPath: s.path, router: b.name };
+}
 
 /** Client, router and server namespaces; the router's rules as `rules` says. */
 function linuxPath(label: string, cleanup: Cleanup, rules: (router: Netns, client: string, server: string) => void): Path {
@@ -320,7 +353,9 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
       }
     }
   }
-  if (cfg.stateful) linux.stateful = linuxPath(`iptables conntrack + ${cfg.statefulRules}`, cleanup, loadLinuxRules('iptables', cfg.statefulRules, true));
+  if (cfg.stateful) {
+    linux.stateful = (cfg.statefulLinux === 'bridge' ? linuxBridgePath : linuxPath)(`iptables conntrack + ${cfg.statefulRules}`, cleanup, loadLinuxRules('iptables', cfg.statefulRules, true));
+  }
   progress(`  wire: ${Object.keys(linux).length} Linux paths (client, router, server namespaces each) ready`);
 
   // Waggle: one agent, a client/server pair per size (and one without policy), the policies applied smallest first.
@@ -484,7 +519,10 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
       rounds: cfg.statefulRounds,
       method: [
         `method: Waggle: the agent's client/server pair whose server has ${cfg.statefulRules} per-peer rules + the client rule (conntrack always on);`,
-        `Linux: client → router → server namespaces, FORWARD policy drop: "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", then`,
+        cfg.statefulLinux === 'bridge'
+          ? 'Linux: client and server namespaces on a bridge (in a third namespace; br_netfilter hands bridged packets to its iptables),'
+          + ' FORWARD policy drop: "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", then'
+          : `Linux: client → router → server namespaces, FORWARD policy drop: "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", then`,
         `${cfg.statefulRules} non-matching per-peer rules and the client rule (/usr/sbin/iptables). UDP: two senders (CPU 0 and CPU 1, sendmmsg,`,
         `60-byte frames, ${cfg.statefulUdpMs} ms) to a recvmmsg reader; counted at the server's socket (Udp.InDatagrams + RcvbufErrors);`,
         'the same with a reader that answers each batch of datagrams once (two-way flows, so netfilter marks them ESTABLISHED).',

@@ -56,6 +56,13 @@ function envList(name: string, def: string): string[] {
   return (process.env[name] ?? def).split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
+/** POLICY_BENCH_STATEFUL_LINUX: the Linux side of part 3. */
+function statefulLinux(): 'bridge' | 'router' {
+  const v = process.env.POLICY_BENCH_STATEFUL_LINUX ?? 'bridge';
+  if (v !== 'bridge' && v !== 'router') throw new Error(`POLICY_BENCH_STATEFUL_LINUX must be bridge or router, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function envInt(name: string, def: number, min = 1): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return def;
@@ -78,7 +85,8 @@ function envSizes(name: string, def: string): number[] {
  * wire: _WIRE_SIZES [10,100,1000,10000], _WIRE_LINUX [iptables,iptables-legacy,nft,nft-set],
  *   _WIRE_KINDS [udp,raw], _WIRE_ROUNDS [7], _WIRE_SLICE_MS [100] (per slice; each contender slice
  *   is paired with a baseline slice);
- * stateful: _STATEFUL_RULES [1000], _STATEFUL_ROUNDS [7], _STATEFUL_UDP_MS [500], _STATEFUL_RR_MS [1000];
+ * stateful: _STATEFUL_RULES [1000], _STATEFUL_ROUNDS [7], _STATEFUL_UDP_MS [500], _STATEFUL_RR_MS [1000],
+ *   _STATEFUL_LINUX [bridge] (bridge: the issue's bridge + br_netfilter; router: a router namespace);
  * engine: _ENGINE_ENDPOINTS [1000], _ENGINE_RULES [1000], _ENGINE_REPEATS [5];
  * enforce: _ENFORCE_ENDPOINTS [100], _ENFORCE_REPEATS [5].
  */
@@ -109,6 +117,7 @@ function readConfig(): Config {
       statefulRounds: envInt('POLICY_BENCH_STATEFUL_ROUNDS', 7),
       statefulUdpMs: envInt('POLICY_BENCH_STATEFUL_UDP_MS', 500, 20),
       statefulRrMs: envInt('POLICY_BENCH_STATEFUL_RR_MS', 1000, 20),
+      statefulLinux: statefulLinux(),
     },
     engine: {
       endpoints: envInt('POLICY_BENCH_ENGINE_ENDPOINTS', 1000),
@@ -243,17 +252,17 @@ function reportWire(cfg: WireConfig, r: WireResult, figures: Record<string, numb
     const ratio = (x: { ratio: number; paired: number }): string =>
       `ratio of medians ${x.ratio.toFixed(2)}x (median of per-round ratios ${x.paired.toFixed(2)}x); goal >= ${GOAL}x: ${verdict(x.ratio >= GOAL)}`;
     out.push(
-      `3. stateful throughput, Waggle (policy + conntrack) vs a Linux router namespace with iptables conntrack and ${cfg.statefulRules} rules`,
+      `3. stateful throughput, Waggle (policy + conntrack) vs a Linux ${cfg.statefulLinux === 'bridge' ? 'bridge (br_netfilter)' : 'router namespace'} with iptables conntrack and ${cfg.statefulRules} rules`,
       `   (median of ${s.rounds} interleaved rounds; min – max)`,
       ...s.method.map((m) => `   ${m}`),
       `   UDP one-way, 2 senders (one per CPU) + a reader:  ${line(s.udp, 'pkt/s')}`,
       `      ${ratio(s.udp)}`,
-      `      router rule counters: ${s.udp.routerEstablished} packets matched the ESTABLISHED rule, ${s.udp.routerWalked} walked all ${cfg.statefulRules} rules`,
+      `      ${cfg.statefulLinux} rule counters: ${s.udp.routerEstablished} packets matched the ESTABLISHED rule, ${s.udp.routerWalked} walked all ${cfg.statefulRules} rules`,
       `      to the client's (${(100 * walkedShare).toFixed(1)}%): one-way UDP never sees a reply, so netfilter's conntrack keeps it NEW, while`,
       '      Waggle\'s conntrack entry covers the forward direction from the first packet (no policy lookup after it).',
       `   UDP two-way (the reader answers each batch once):  ${line(s.udpEcho, 'pkt/s')}`,
       `      ${ratio(s.udpEcho)}`,
-      `      router rule counters: ${s.udpEcho.routerEstablished} packets matched ESTABLISHED, ${s.udpEcho.routerWalked} walked the rules`,
+      `      ${cfg.statefulLinux} rule counters: ${s.udpEcho.routerEstablished} packets matched ESTABLISHED, ${s.udpEcho.routerWalked} walked the rules`,
       `   TCP request/response (1 byte, one connection):  ${line(s.rr, '/s')}`,
       `      ${ratio(s.rr)}`,
       `   UDP loss (1 − received / sent, median, one-way): waggle ${(100 * s.udp.loss.waggle).toFixed(1)}%, linux ${(100 * s.udp.loss.linux).toFixed(1)}%`,
@@ -262,6 +271,7 @@ function reportWire(cfg: WireConfig, r: WireResult, figures: Record<string, numb
     if (missed.length) out.push(`   NOTE: the ${GOAL}x goal is NOT met on ${missed.join(' and ')}.`);
     Object.assign(figures, {
       statefulRules: cfg.statefulRules,
+      statefulLinuxIsBridge: cfg.statefulLinux === 'bridge' ? 1 : 0,
       statefulUdpWagglePps: Math.round(s.udp.waggle.median),
       statefulUdpLinuxPps: Math.round(s.udp.linux.median),
       statefulUdpRatioOfMedians: r3(s.udp.ratio),
