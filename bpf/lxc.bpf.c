@@ -18,10 +18,20 @@
  * a device without an entry has its packets dropped. Only what is per agent
  * (the virtual router's addresses, the trace interval) is a load-time
  * constant. The maps are shared by all endpoints (the agent pins them).
+ *
+ * Every IP packet meets conntrack (bpf/lib/ct.h) and, when it opens a
+ * connection, policy (bpf/lib/policy_verdict.h): the source's egress policy
+ * if it is a local endpoint, the destination's ingress policy if that is one
+ * — both here, before bpf_redirect_peer skips the destination's own hooks.
+ * Identities come from lxc_config / the endpoints map, or the ipcache for
+ * other addresses. Established and reply packets pass on their conntrack
+ * entry unless the policy revision moved since it was checked.
+ *
  * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
- * of the destination, one per-CPU counter, one LRU lookup for event
- * aggregation; headers are pulled into the linear area only when they are
- * not there already.
+ * of the destination, one or two conntrack lookups, a per-CPU counter; a new
+ * connection adds hash and trie lookups that do not depend on the number of
+ * rules. Headers are pulled into the linear area only when they are not
+ * there already.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
