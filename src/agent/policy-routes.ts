@@ -155,6 +155,9 @@ export function addPolicyRoutes(router: Router, ctx: PolicyRouteContext): Router
   return router
     .add('POST', '/v1/apply', (req) => {
       const docs = parseDocuments(req.body);
+      // What this apply replaces, to put back if writing the datapath fails (e.g. a full map).
+      const before = docs.policies.map((p) => policy.repo.get(p.kind, p.name, p.namespace)?.policy);
+      const nsBefore = docs.namespaces.map((n) => ({ name: n.name, labels: policy.namespaces.list().find((x) => x.name === n.name)?.labels }));
       let result;
       try {
         result = policy.repo.apply(docs.policies);
@@ -162,7 +165,21 @@ export function addPolicyRoutes(router: Router, ctx: PolicyRouteContext): Router
         storeError(err);
       }
       const namespaces = docs.namespaces.map((n) => ({ name: n.name, result: policy.namespaces.replace(n.name, n.labels) }));
-      const sync = policy.sync();
+      let sync;
+      try {
+        sync = policy.sync();
+      } catch (err) {
+        const created = docs.policies.filter((_, i) => before[i] === undefined);
+        policy.repo.delete(created.map((p) => ({ kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}) })));
+        const old = before.filter((p): p is NonNullable<typeof p> => p !== undefined);
+        if (old.length) policy.repo.apply(old);
+        for (const n of nsBefore) {
+          if (n.labels) policy.namespaces.replace(n.name, n.labels);
+          else policy.namespaces.delete(n.name);
+        }
+        policy.sync();
+        throw new ApiError(500, 'DATAPATH_WRITE_FAILED', `the datapath could not take this policy (${(err as Error).message}); nothing was applied`);
+      }
       const notEnforced = docs.policies.filter((p) => p.notEnforced.length).map((p) => ({ policy: `${p.kind}/${p.namespace ? `${p.namespace}/` : ''}${p.name}`, notes: p.notEnforced }));
       return { ...result, namespaces, unsupported: docs.unsupported, notEnforced, revision: sync.revision };
     })
