@@ -7,7 +7,7 @@ import type { EndpointManager } from '../endpoint/manager.js';
 import { parseLabels } from '../endpoint/labels.js';
 import { formatIPv6 } from '../bpf/codec.js';
 import { ctEntries, ctMap, monotonicNs } from '../datapath/policy-maps.js';
-import { parseCidr } from '../datapath/codecs/ipcache.js';
+import { cidrContains, parseAddress, parseCidr } from '../ipam/cidr.js';
 import { CT_FLAGS } from '../datapath/codecs/conntrack.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { PolicyParseError, parsePolicyDocuments } from '../policy/parse.js';
@@ -86,20 +86,13 @@ function parseDocuments(body: unknown): ReturnType<typeof parsePolicyDocuments> 
   return out;
 }
 
-/** Identity of an address: endpoint, the node, the longest CIDR prefix, or world (as the datapath decides). */
+/** Identity of an address as the datapath decides it: its longest prefix in the ipcache (endpoints, the node, CIDR rules), or world. */
 function identityOfIp(ctx: PolicyRouteContext, ip: string): number {
-  const ep = ctx.endpoints.viewByIp(ip);
-  if (ep) {
-    const rec = ctx.endpoints.records().find((r) => r.id === ep.id);
-    if (rec?.identity) return rec.identity;
-  }
-  const addr = parseCidr(ip);
+  const addr = parseAddress(ip);
   let best: { len: number; identity: number } | undefined;
   for (const { prefix, identity } of ctx.policy.ipcacheEntries()) {
     const p = parseCidr(prefix);
-    if (p.family !== addr.family || (best && best.len >= p.bits)) continue;
-    const masked = parseCidr(`${ip}/${p.bits}`);
-    if (masked.addr.every((b, i) => b === p.addr[i])) best = { len: p.bits, identity };
+    if ((!best || p.prefix > best.len) && cidrContains(p, addr.family, addr.value)) best = { len: p.prefix, identity };
   }
   return best?.identity ?? ReservedIdentity.world;
 }

@@ -21,7 +21,7 @@ import {
   ctForgetAddress, ctMap, ipcacheMap, isExactPolicyKey, MapSync, policyExactMap, policyKeyText, policyMap, policyStateMap,
   readPolicyRevision, writePolicyRevision,
 } from '../datapath/policy-maps.js';
-import { parseCidr } from '../datapath/codecs/ipcache.js';
+import { parseIp } from '../netlink/message.js';
 import type { EndpointRecord } from '../endpoint/model.js';
 import { NamespaceStore } from './namespaces.js';
 import { PolicyRepository, type PolicyRef } from './repository.js';
@@ -244,8 +244,10 @@ export class PolicyEngine {
     try {
       let n = 0;
       for (const ip of ips) {
-        const p = parseCidr(ip);
-        n += ctForgetAddress(map, p.family === 4 ? 2 : 10, p.addr);
+        const p = parseIp(ip);
+        const addr = new Uint8Array(16);
+        addr.set(p.bytes);
+        n += ctForgetAddress(map, p.family === 4 ? 2 : 10, addr);
       }
       return n;
     } finally {

@@ -1,7 +1,6 @@
 /** Codecs of `struct ipcache_key` / `struct ipcache_value` (bpf/include/ipcache.h): the `ipcache` LPM trie, prefix → identity. */
-import { isIPv4, isIPv6 } from 'node:net';
-import { BpfUsageError } from '../../bpf/errors.js';
-import { bytes, formatIPv6, parseIPv4, parseIPv6, struct, u32, u8, type Codec, type StructCodec } from '../../bpf/codec.js';
+import { bytes, formatIPv6, struct, u32, u8, type Codec, type StructCodec } from '../../bpf/codec.js';
+import { parseCidr } from '../../netlink/message.js';
 
 /** Entries of the `ipcache` map (`IPCACHE_MAX`). */
 export const IPCACHE_MAX = 65536;
@@ -32,29 +31,20 @@ export const ipcacheValue: StructCodec<IpcacheValue> = struct<IpcacheValue>('ipc
   flags: { offset: 4, codec: u32 },
 });
 
-/** Parses `addr/len` (or a bare address: a host prefix); throws naming the problem. */
-export function parseCidr(text: string): { family: 4 | 6; addr: Uint8Array; bits: number } {
-  const slash = text.indexOf('/');
-  const ip = slash < 0 ? text : text.slice(0, slash);
-  const family = isIPv4(ip) ? 4 : isIPv6(ip) ? 6 : undefined;
-  if (!family) throw new BpfUsageError(`not an IP prefix: ${JSON.stringify(text)}`);
-  const max = family === 4 ? 32 : 128;
-  const bits = slash < 0 ? max : Number(text.slice(slash + 1));
-  if (!Number.isInteger(bits) || bits < 0 || bits > max || (slash >= 0 && !/^\d+$/.test(text.slice(slash + 1)))) {
-    throw new BpfUsageError(`prefix length of ${JSON.stringify(text)} must be 0..${max}`);
-  }
+/** A prefix (`addr/len`, or a bare address: a host prefix) as key bytes, host bits cleared: the trie compares only the prefix, and canonical keys keep the agent's diff exact. */
+function prefixKeyBytes(text: string): { family: 4 | 6; addr: Uint8Array; bits: number } {
+  const p = parseCidr(text);
   const addr = new Uint8Array(16);
-  addr.set(family === 4 ? parseIPv4(ip) : parseIPv6(ip));
-  // Clear host bits: the trie compares only the prefix, and canonical keys keep the diff exact.
+  addr.set(p.bytes);
   for (let i = 0; i < 16; i++) {
-    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    const keep = Math.max(0, Math.min(8, p.prefixLen - i * 8));
     addr[i] = (addr[i] as number) & ((0xff << (8 - keep)) & 0xff);
   }
-  return { family, addr, bits };
+  return { family: p.family, addr, bits: p.prefixLen };
 }
 
 /** The canonical text of a prefix (host bits cleared). */
-export function formatCidr(family: 4 | 6, addr: Uint8Array, bits: number): string {
+function formatCidr(family: 4 | 6, addr: Uint8Array, bits: number): string {
   return `${family === 4 ? Array.from(addr.subarray(0, 4)).join('.') : formatIPv6(addr)}/${bits}`;
 }
 
@@ -62,7 +52,7 @@ export function formatCidr(family: 4 | 6, addr: Uint8Array, bits: number): strin
 export const ipcachePrefix: Codec<string> = {
   size: ipcacheKey.size,
   encode(text, buf, offset) {
-    const p = parseCidr(text);
+    const p = prefixKeyBytes(text);
     ipcacheKey.encode({ prefixlen: IPCACHE_PREFIX_FIXED + p.bits, family: p.family === 4 ? 2 : 10, addr: p.addr }, buf, offset);
   },
   decode(buf, offset) {
