@@ -287,16 +287,11 @@ static __always_inline int flow_should_trace(const struct pkt_info *pi, __u8 obs
 /* Resolves a source address to a local endpoint ID (0 when not local). */
 static __always_inline __u32 local_endpoint_id(const struct pkt_info *pi, const __u8 *addr)
 {
-	struct endpoint_info *ep = NULL;
+	struct endpoint_info *ep;
 
-	if (pi->family == FLOW_FAMILY_IPV4) {
-		__be32 a;
-
-		__builtin_memcpy(&a, addr, 4);
-		ep = lookup_endpoint4(a);
-	} else if (pi->family == FLOW_FAMILY_IPV6) {
-		ep = lookup_endpoint6(addr);
-	}
+	if (pi->family != FLOW_FAMILY_IPV4 && pi->family != FLOW_FAMILY_IPV6)
+		return 0;
+	ep = lookup_endpoint(pi->family, addr);
 	return ep ? ep->endpoint_id : 0;
 }
 

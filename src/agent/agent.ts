@@ -132,11 +132,8 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
     bpffsRoot: cfg.bpffsRoot,
   });
-  let api: Awaited<ReturnType<typeof serveApi>>;
-  try {
-    const routes = addPolicyRoutes(agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), { policy, endpoints, pinDir });
-    api = await serveApi(cfg.apiSocket, routes, (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
-  } catch (err) {
+  /** Timers off and map/ring handles closed (the pinned datapath itself keeps running). */
+  const releaseDatapath = async (): Promise<void> => {
     clearInterval(lostTimer);
     clearInterval(ctTimer);
     ct.close();
@@ -144,6 +141,13 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     metrics.close();
     await ring.stop();
     ring.close();
+  };
+  let api: Awaited<ReturnType<typeof serveApi>>;
+  try {
+    const routes = addPolicyRoutes(agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), { policy, endpoints, pinDir });
+    api = await serveApi(cfg.apiSocket, routes, (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
+  } catch (err) {
+    await releaseDatapath();
     throw err;
   }
   log.info({ socket: cfg.apiSocket }, 'API listening');
@@ -164,13 +168,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   return {
     log,
     async stop() {
-      clearInterval(lostTimer);
-      clearInterval(ctTimer);
-      ct.close();
-      policy.close();
-      metrics.close();
-      await ring.stop();
-      ring.close();
+      await releaseDatapath();
       await new Promise<void>((r) => api.close(() => r()));
       rmSync(cfg.apiSocket, { force: true });
       await new Promise<void>((r) => http.close(() => r()));
