@@ -5,22 +5,20 @@
  * agent re-adopts them.
  */
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { ensureBpffs, isBpffs, unmountBpffs } from '../bpf/bpffs.js';
 import { Collection } from '../bpf/object.js';
 import type { RingBuffer } from '../bpf/ringbuf.js';
 import { bpfObjectPath } from '../datapath/objects.js';
-import { decodeFlowEvent, LXC_OBJECT, metricsMap, openEvents, SHARED_MAPS } from '../datapath/lxc.js';
+import { LXC_OBJECT, metricsMap, openEvents, SHARED_MAPS } from '../datapath/lxc.js';
 import { EndpointManager } from '../endpoint/manager.js';
 import { Ipam } from '../ipam/ipam.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { ctGarbageCollect, ctMap } from '../datapath/policy-maps.js';
 import { addPolicyRoutes } from './policy-routes.js';
-import { FlowStore } from '../observe/store.js';
-import { toHubbleFlow, type HubbleRecord } from '../observe/hubble.js';
+import { FlowPipeline } from '../observe/pipeline.js';
+import { createHttpServer, listen } from './http-server.js';
 import { VERSION } from '../version.js';
 import { ApiError, serveApi, socketInUse } from './api-server.js';
 import { agentRoutes } from './routes.js';
@@ -36,19 +34,6 @@ function lostEvents(metrics: ReturnType<typeof metricsMap>): number {
   let lost = 0;
   for (const [k, v] of metrics.entries()) if (k.direction === 3) lost += v.reduce((a, x) => a + x.packets, 0);
   return lost;
-}
-
-function listen(server: Server, hostPort: string): Promise<string> {
-  const i = hostPort.lastIndexOf(':');
-  const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(hostPort.slice(i + 1));
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      const a = server.address() as AddressInfo;
-      resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
-    });
-  });
 }
 
 export interface RunningAgent {
@@ -98,25 +83,22 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     }
   }, cfg.ctGcIntervalSeconds * 1000);
   ctTimer.unref();
-  const policyContext = {
-    identityLabels: (id: number) => policy.identities.get(id)?.labels,
-    rule: (cookie: number) => policy.ruleOf(cookie),
-  };
-
-  const flows = new FlowStore(cfg.flowBuffer);
+  const flows = new FlowPipeline(cfg.flowBuffer, {
+    nodeName: cfg.nodeName,
+    endpoint: (id) => endpoints.view(id),
+    endpointByIp: (ip) => endpoints.viewByIp(ip),
+    rule: (cookie) => policy.ruleOf(cookie),
+    identityLabels: (id) => policy.identities.get(id)?.labels,
+  });
   const ring: RingBuffer = openEvents(pinDir);
-  ring.start((view, offset, length) => {
-    const e = decodeFlowEvent(Buffer.from(view.buffer, view.byteOffset + offset, length));
-    const flow = toHubbleFlow(e, cfg.nodeName, (id) => endpoints.view(id), (ip) => endpoints.viewByIp(ip), policyContext);
-    flows.add({ flow, node_name: cfg.nodeName, time: flow.time });
-  }, { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
+  ring.start((view, offset) => { flows.ingest(view, offset); },
+    { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
   const metrics = metricsMap(pinDir);
   let lostSeen = lostEvents(metrics);
   const lostTimer = setInterval(() => {
     const now = lostEvents(metrics);
     if (now > lostSeen) {
-      const rec: HubbleRecord = { lost_events: { source: 'PERF_EVENT_RING_BUFFER', num_events_lost: now - lostSeen }, node_name: cfg.nodeName, time: new Date().toISOString() };
-      flows.add(rec);
+      flows.recordLost('PERF_EVENT_RING_BUFFER', now - lostSeen);
       lostSeen = now;
     }
   }, 1000);
@@ -128,7 +110,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     endpoints: endpoints.count,
     router: endpoints.router,
     ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
-    flows: { seen: flows.seen, buffer: flows.capacity },
+    flows: (({ flows: _f, policyVerdicts: _p, ...figures }) => figures)(flows.stats()),
     policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
     bpffsRoot: cfg.bpffsRoot,
   });
@@ -152,15 +134,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   }
   log.info({ socket: cfg.apiSocket }, 'API listening');
 
-  const http = createServer((req, res) => {
-    if (req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok\n');
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found\n');
-    }
-  });
+  const http = createHttpServer([], (err) => log.error({ err: err.message, stack: err.stack }, 'HTTP handler failed'));
   const url = await listen(http, cfg.httpListen);
   log.info({ url }, `listening on ${url}`);
   log.info({ version: VERSION }, 'agent ready');

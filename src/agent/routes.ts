@@ -2,21 +2,16 @@
 import { ApiError, Router, STREAMED } from './api-server.js';
 import { createEndpointRequest, describeIssues } from '../endpoint/model.js';
 import type { EndpointManager } from '../endpoint/manager.js';
-import type { FlowStore } from '../observe/store.js';
+import { FilterError, parseFlowQuery, type FlowQuery } from '../observe/filter.js';
+import type { FlowPipeline } from '../observe/pipeline.js';
+import { serveFlows } from '../observe/stream.js';
 import { VERSION } from '../version.js';
 
 export interface AgentContext {
   nodeName: string;
   endpoints: EndpointManager;
-  flows: FlowStore;
+  flows: FlowPipeline;
   status: () => Record<string, unknown>;
-}
-
-function positiveInt(q: URLSearchParams, name: string, fallback?: number): number | undefined {
-  const v = q.get(name);
-  if (v === null) return fallback;
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw new ApiError(400, 'BAD_QUERY', `${name} must be a positive integer, got ${JSON.stringify(v)}`);
-  return Number(v);
 }
 
 export function agentRoutes(ctx: AgentContext): Router {
@@ -30,24 +25,15 @@ export function agentRoutes(ctx: AgentContext): Router {
     })
     .add('GET', '/v1/endpoints/:name', (req) => ctx.endpoints.get(req.params.name as string))
     .add('DELETE', '/v1/endpoints/:name', async (req) => ctx.endpoints.delete(req.params.name as string))
-    .add('GET', '/v1/flows', (req) => {
-      const last = positiveInt(req.query, 'last');
-      const follow = req.query.get('follow') === 'true' || req.query.get('follow') === '1';
-      const res = req.res;
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      for (const r of ctx.flows.last(last ?? (follow ? 0 : undefined))) res.write(`${JSON.stringify(r)}\n`);
-      if (!follow) {
-        res.end();
-        return STREAMED;
+    .add('GET', '/v1/flows', async (req) => {
+      let q: FlowQuery;
+      try {
+        q = parseFlowQuery(req.query);
+      } catch (err) {
+        if (err instanceof FilterError) throw new ApiError(400, 'BAD_FILTER', err.message);
+        throw err;
       }
-      const stop = ctx.flows.subscribe((r) => {
-        if (!res.write(`${JSON.stringify(r)}\n`) && res.writableLength > 16 << 20) {
-          stop();
-          res.end();
-        }
-      });
-      req.raw.on('close', stop);
-      res.on('close', stop);
+      await serveFlows(ctx.flows.store, q, req.res, { format: 'ndjson', onSkipped: (n) => ctx.flows.countBackpressure(n) });
       return STREAMED;
     });
 }

@@ -139,12 +139,13 @@ export function toHubbleFlow(
   lookup: (id: number) => EndpointView | undefined,
   lookupIp: (ip: string) => EndpointView | undefined = () => undefined,
   policy?: PolicyContext,
+  ids: { time?: string; uuid?: string } = {},
 ): HubbleFlow {
   const dropped = e.verdict === 2;
   const observer = lookup(e.endpointId);
   const flow: HubbleFlow = {
-    time: monotonicToIso(e.timeNs),
-    uuid: nextUuid(),
+    time: ids.time ?? monotonicToIso(e.timeNs),
+    uuid: ids.uuid ?? nextUuid(),
     verdict: dropped ? 'DROPPED' : 'FORWARDED',
     Type: 'L3_L4',
     node_name: nodeName,
