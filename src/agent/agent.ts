@@ -19,6 +19,8 @@ import { ctGarbageCollect, ctMap } from '../datapath/policy-maps.js';
 import { addPolicyRoutes } from './policy-routes.js';
 import { FlowPipeline } from '../observe/pipeline.js';
 import { createHttpServer, listen } from './http-server.js';
+import { createAgentMetrics } from '../observe/metrics.js';
+import { createUi } from '../observe/ui.js';
 import { VERSION } from '../version.js';
 import { ApiError, serveApi, socketInUse } from './api-server.js';
 import { agentRoutes } from './routes.js';
@@ -134,7 +136,15 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   }
   log.info({ socket: cfg.apiSocket }, 'API listening');
 
-  const http = createHttpServer([], (err) => log.error({ err: err.message, stack: err.stack }, 'HTTP handler failed'));
+  const agentMetrics = createAgentMetrics({
+    pinDir,
+    observe: () => flows.stats(),
+    endpoints: () => endpoints.count,
+    identities: () => policy.identities.list().length,
+    policies: () => policy.repo.list().length,
+  });
+  const ui = createUi({ nodeName: cfg.nodeName, flows, endpoints: () => endpoints.allViews() });
+  const http = createHttpServer([agentMetrics.handler, ui.handler], (err) => log.error({ err: err.message, stack: err.stack }, 'HTTP handler failed'));
   const url = await listen(http, cfg.httpListen);
   log.info({ url }, `listening on ${url}`);
   log.info({ version: VERSION }, 'agent ready');
@@ -145,6 +155,9 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
       await releaseDatapath();
       await new Promise<void>((r) => api.close(() => r()));
       rmSync(cfg.apiSocket, { force: true });
+      agentMetrics.close();
+      ui.close();
+      http.closeAllConnections();
       await new Promise<void>((r) => http.close(() => r()));
       log.info('agent stopped; the datapath keeps running');
     },

@@ -132,6 +132,11 @@ export class EndpointManager {
     return this.views().byId.get(id);
   }
 
+  /** Every local endpoint as flow enrichment sees it. */
+  allViews(): EndpointView[] {
+    return [...this.views().byId.values()];
+  }
+
   /** Endpoint by address, for flow enrichment. */
   viewByIp(ip: string): EndpointView | undefined {
     return this.views().byIp.get(ip);
