@@ -162,8 +162,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       spawnSync('nsenter', [`--net=${c1.netnsPath}`, 'ping', '-c', '1', '-W', '1', '-I', spoof, web.ipv4], { stdio: 'ignore', timeout: 5000 });
       await sleep(500, stop.signal);
     }
-    const status = await call<{ flows: { seen: number } }>(socket, 'GET', '/v1/status');
-    out(`▶ ${status.flows.seen} flows observed (${hidden} ARP/neighbour-discovery flows not shown).`);
+    const status = await call<{ flows: { flowsSeen: number } }>(socket, 'GET', '/v1/status');
+    out(`▶ ${status.flows.flowsSeen} flows observed (${hidden} ARP/neighbour-discovery flows not shown).`);
     out('  Try it yourself: sudo waggle agent, then waggle endpoint create web --labels app=web (see README)');
   } catch (err) {
     ok = false;

@@ -47,6 +47,7 @@ export function serveFlows(store: FlowStore, q: FlowQuery, res: ServerResponse, 
     ...opts.headers,
   });
   if (opts.format === 'sse') res.write(': waggle flows\n\n');
+  else res.flushHeaders();
 
   // History: the last `last` matching flows kept (all of them without `last`;
   // none with follow and no `last`, as `hubble observe --follow` does).
@@ -73,16 +74,20 @@ export function serveFlows(store: FlowStore, q: FlowQuery, res: ServerResponse, 
     };
     res.on('close', finish);
 
+    const flushLost = (): void => {
+      if (!skipped || closed) return;
+      res.write(encode(opts.format, { lost_events: { source: 'OBSERVER_EVENTS_QUEUE', num_events_lost: skipped }, node_name: store.nodeName, time: new Date().toISOString() }));
+      skipped = 0;
+    };
     const deliver = (seq: number): void => {
       if (res.writableLength > MAX_BUFFERED) {
+        // Tell the client what it missed as soon as it has caught up.
+        if (!skipped) res.once('drain', flushLost);
         skipped++;
         opts.onSkipped?.(1);
         return;
       }
-      if (skipped) {
-        res.write(encode(opts.format, { lost_events: { source: 'OBSERVER_EVENTS_QUEUE', num_events_lost: skipped }, node_name: store.nodeName, time: new Date().toISOString() }));
-        skipped = 0;
-      }
+      flushLost();
       res.write(encode(opts.format, store.record(seq)));
     };
 

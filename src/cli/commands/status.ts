@@ -10,7 +10,7 @@ interface Status {
   endpoints: number;
   router: { ipv4?: string; ipv6?: string };
   ipam: { family: number; cidr: string; used: number; capacity: string }[];
-  flows: { seen: number; buffer: number };
+  flows: { flowsSeen: number; stored: number; capacity: number; lostRingBuffer: number; lostBackpressure: number };
   policy: { policies: number; identities: number; lastSync?: { revision: number; ms: number } };
   bpffsRoot: string;
 }
@@ -32,7 +32,8 @@ export function registerStatus(program: Command): void {
         `Endpoints:  ${s.endpoints}`,
         `Router:     ${[s.router.ipv4, s.router.ipv6].filter(Boolean).join(', ')}`,
         ...s.ipam.map((p) => `IPv${p.family} pool: ${p.cidr} (${p.used} of ${p.capacity} in use)`),
-        `Flows:      ${s.flows.seen} seen, last ${s.flows.buffer} kept`,
+        `Flows:      ${s.flows.flowsSeen} seen, ${s.flows.stored} of the last ${s.flows.capacity} kept`,
+        `Lost:       ${s.flows.lostRingBuffer} events (ring buffer full), ${s.flows.lostBackpressure} flows (clients reading too slowly)`,
         `Policy:     ${s.policy.policies} policies, ${s.policy.identities} identities${s.policy.lastSync ? `, revision ${s.policy.lastSync.revision} (last computed in ${s.policy.lastSync.ms} ms)` : ''}`,
         `bpffs:      ${s.bpffsRoot}`,
       ].join('\n') + '\n');
