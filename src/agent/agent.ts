@@ -19,7 +19,7 @@ import { ctGarbageCollect, ctMap } from '../datapath/policy-maps.js';
 import { addPolicyRoutes } from './policy-routes.js';
 import { FlowPipeline } from '../observe/pipeline.js';
 import { createHttpServer, listen } from './http-server.js';
-import { createAgentMetrics } from '../observe/metrics.js';
+import { createAgentMetrics, lostEventCount, readDatapathCounters } from '../observe/metrics.js';
 import { createUi } from '../observe/ui.js';
 import { VERSION } from '../version.js';
 import { ApiError, serveApi, socketInUse } from './api-server.js';
@@ -29,13 +29,6 @@ import type { AgentConfig } from './config.js';
 /** Creates the datapath's shared maps (pinned) if they do not exist yet. */
 function ensureSharedMaps(pinDir: string): void {
   Collection.load(bpfObjectPath(LXC_OBJECT), { programs: [], pinMaps: SHARED_MAPS, pinDir }).close();
-}
-
-/** Lost events counted by the datapath (metrics direction METRIC_EVENT_LOST). */
-function lostEvents(metrics: ReturnType<typeof metricsMap>): number {
-  let lost = 0;
-  for (const [k, v] of metrics.entries()) if (k.direction === 3) lost += v.reduce((a, x) => a + x.packets, 0);
-  return lost;
 }
 
 export interface RunningAgent {
@@ -96,9 +89,10 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   ring.start((view, offset) => { flows.ingest(view, offset); },
     { onError: (err: unknown) => log.error({ err: (err as Error).message }, 'flow reader stopped') });
   const metrics = metricsMap(pinDir);
-  let lostSeen = lostEvents(metrics);
+  const lostEvents = (): number => lostEventCount(readDatapathCounters(metrics));
+  let lostSeen = lostEvents();
   const lostTimer = setInterval(() => {
-    const now = lostEvents(metrics);
+    const now = lostEvents();
     if (now > lostSeen) {
       flows.recordLost('PERF_EVENT_RING_BUFFER', now - lostSeen);
       lostSeen = now;

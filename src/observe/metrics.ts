@@ -84,13 +84,13 @@ const u64 = (b: Buffer, o: number): number => b.readUInt32LE(o) + b.readUInt32LE
 // Datapath counters
 
 /** Packets and bytes per `metrics` array index (`direction << 8 | reason`). */
-interface DatapathSnapshot {
+export interface DatapathSnapshot {
   packets: Float64Array;
   bytes: Float64Array;
 }
 
 /** Reads the whole per-CPU `metrics` array, summed over CPUs. */
-function readDatapathCounters(map: PerCpuMap<MetricsKey, MetricsValue>): DatapathSnapshot {
+export function readDatapathCounters(map: PerCpuMap<MetricsKey, MetricsValue>): DatapathSnapshot {
   const packets = new Float64Array(METRICS_MAX);
   const bytes = new Float64Array(METRICS_MAX);
   const cpus = map.cpus;
@@ -121,6 +121,13 @@ function readDatapathCounters(map: PerCpuMap<MetricsKey, MetricsValue>): Datapat
     }
   }
   return { packets, bytes };
+}
+
+/** Events the datapath could not put in the ring buffer (direction METRIC_EVENT_LOST). */
+export function lostEventCount(dp: DatapathSnapshot): number {
+  let n = 0;
+  for (let reason = 0; reason < 256; reason++) n += dp.packets[(METRIC_EVENT_LOST << 8) | reason] ?? 0;
+  return n;
 }
 
 // ---------------------------------------------------------------------------
@@ -375,9 +382,7 @@ export function createAgentMetrics(sources: MetricsSources): AgentMetrics {
   }
   const ringBufferLost = (): number => {
     if (!dp) return obs?.lostRingBuffer ?? 0;
-    let n = 0;
-    for (let reason = 0; reason < 256; reason++) n += dp.packets[(METRIC_EVENT_LOST << 8) | reason] ?? 0;
-    return n;
+    return lostEventCount(dp);
   };
 
   sourcedCounter(registry, 'waggle_forward_count_total',
