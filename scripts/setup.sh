@@ -14,8 +14,10 @@ fi
 # libbpf1 is what Waggle loads objects with at run time; iproute2, iputils-ping
 # and iperf3 make the test and self-check topologies and traffic; bpftool is for
 # inspecting what Waggle loaded; iptables and nftables are the classic firewalls
-# the policy benchmarks compare Waggle with (Waggle itself uses neither).
-PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev iproute2 iputils-ping iperf3 bpftool iptables nftables)
+# the policy benchmarks compare Waggle with (Waggle itself uses neither);
+# chromium is the headless browser the web UI test drives (through the npm
+# playwright-core, with executablePath /usr/bin/chromium: no browser download).
+PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev iproute2 iputils-ping iperf3 bpftool iptables nftables chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

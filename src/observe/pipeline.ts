@@ -110,9 +110,13 @@ export class FlowPipeline {
     this.clockOffsetMs = Date.now() - Number(process.hrtime.bigint()) / 1e6;
   }
 
-  /** Calls `hook` for every flow stored (the service map listens here). */
-  onFlow(hook: FlowHook): void {
+  /** Calls `hook` for every flow stored (the service map listens here) until the returned function is called. */
+  onFlow(hook: FlowHook): () => void {
     this.hooks.push(hook);
+    return () => {
+      const i = this.hooks.indexOf(hook);
+      if (i >= 0) this.hooks.splice(i, 1);
+    };
   }
 
   /** Ingests one `struct flow_event` record at `offset` of `dv` (the ring buffer's view). */

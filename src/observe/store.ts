@@ -256,6 +256,7 @@ export class StoredFlow implements FlowFields {
   get family(): number { return this.raw[this.base + 51]!; }
   get ipProto(): number { return this.raw[this.base + 52]!; }
   get tcpFlags(): number { return this.raw[this.base + 53]!; }
+  get icmpType(): number { return this.raw[this.base + 54]!; }
   get srcPort(): number { return this.dv.getUint16(this.base + 56, true); }
   get dstPort(): number { return this.dv.getUint16(this.base + 58, true); }
   get matchType(): number { return this.raw[this.base + 62]!; }
