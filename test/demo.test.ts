@@ -15,7 +15,12 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+:\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+:8080\\) to-endpoint FORWARDED \\(TCP Flags: SYN\\)`));
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-2 \\(\\[fd00:201::\\d+\\]:\\d+\\) -> ${web} \\(\\[fd00:201::\\d+\\]:8080\\) to-endpoint FORWARDED`));
   assert.match(r.stdout, new RegExp(`demo/${prefix}-client-1 \\(10\\.201\\.0\\.\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+\\) drop DROPPED \\(INVALID_SOURCE_IP\\)`));
-  assert.match(r.stdout, /agent ready; health, metrics and \(later\) the web UI at http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(r.stdout, /agent ready; the web UI \(live service map and flows\) at http:\/\/127\.0\.0\.1:\d+\/ and Prometheus metrics at http:\/\/127\.0\.0\.1:\d+\/metrics/);
+  // Observability: flows filtered by the agent, and the drop counters.
+  const filtered = r.stdout.slice(r.stdout.indexOf('waggle observe --verdict DROPPED --last 3'));
+  const dropLines = filtered.split('\n').slice(1).filter((l) => l.startsWith('  ') && l.includes(' -> '));
+  assert.ok(dropLines.length >= 1 && dropLines.length <= 3 && dropLines.every((l) => l.includes('DROPPED')), `filtered drops:\n${filtered}`);
+  assert.match(r.stdout, /^ {2}waggle_drop_count_total\{reason="POLICY_DENIED",direction="(INGRESS|EGRESS)"\} [1-9]\d*$/m);
   // The policy step: the outsider gets through before the policy and not after; the drop is a flow.
   assert.match(r.stdout, new RegExp(`before any policy, ${prefix}-outsider \\(app=outsider\\) reaches the web server too: answered 200`));
   assert.match(r.stdout, new RegExp(`${prefix}-outsider tries again: no answer \\(timed out\\)`));

@@ -5,15 +5,19 @@
  * happen, applies a CiliumNetworkPolicy that lets only the clients reach the
  * web server and shows an outsider's connection dropped by it (with the
  * `policy trace` that explains why), shows a spoofed packet dropped with its
- * reason, and removes everything on exit or Ctrl-C.
+ * reason, shows flows filtered by the agent and the drop counters of its
+ * Prometheus metrics, serves the live web UI while it runs, and removes
+ * everything on exit or Ctrl-C.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, stream } from '../cli/client.js';
 import { spawnAgent } from '../agent/process.js';
+import { encodeFlowQuery } from '../observe/filter.js';
 import { compactLine, isControlFlow, type HubbleRecord } from '../observe/hubble.js';
 import type { EndpointStatus } from '../endpoint/manager.js';
 
@@ -24,6 +28,8 @@ export interface DemoOptions {
   prefix: string;
   /** Pod CIDRs of the demo agent (private ranges that exist only inside the demo's namespaces). */
   podCidrs: string[];
+  /** Where the agent serves metrics and the web UI (the default port, or any free one when it is taken). */
+  httpListen?: string;
   out: (line: string) => void;
 }
 
@@ -70,6 +76,18 @@ setInterval(() => {
     .on('error', (e) => console.error(e.message));
 }, ${everyMs});`;
 
+/** The demo's web UI port: the agent's default, so the address is easy to remember. */
+const DEMO_HTTP_PORT = 9962;
+
+/** `host:port` when that port is free, else `host:0` (the agent picks one and says which). */
+function freeListenAddress(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(`${host}:0`));
+    probe.listen(port, host, () => probe.close(() => resolve(`${host}:${port}`)));
+  });
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -84,7 +102,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const socket = join(dir, 'api.sock');
   const agentFlags = [
     '--node-name', 'demo-node', '--state-dir', join(dir, 'state'), '--bpffs-root', join(dir, 'bpffs'),
-    '--api-socket', socket, '--http-listen', '127.0.0.1:0', ...opts.podCidrs.flatMap((c) => ['--pod-cidr', c]),
+    '--api-socket', socket, '--http-listen', opts.httpListen ?? await freeListenAddress('127.0.0.1', DEMO_HTTP_PORT),
+    ...opts.podCidrs.flatMap((c) => ['--pod-cidr', c]),
   ];
   const children: ChildProcess[] = [];
   const stop = new AbortController();
@@ -98,7 +117,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     const started = await spawnAgent(CLI, agentFlags, { timeoutMs: 60_000 });
     agent = started.child;
     const url = started.url;
-    out(`  agent ready; health, metrics and (later) the web UI at ${url}`);
+    out(`  agent ready; the web UI (live service map and flows) at ${url}/ and Prometheus metrics at ${url}/metrics`);
+    if (opts.durationSeconds > 0) out('  (open the UI now to watch; `waggle demo --duration 0` keeps everything running until Ctrl-C)');
 
     const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2`, outsider: `${opts.prefix}-outsider` };
     const create = (name: string, labels: Record<string, string>): Promise<EndpointStatus> =>
@@ -162,8 +182,16 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       spawnSync('nsenter', [`--net=${c1.netnsPath}`, 'ping', '-c', '1', '-W', '1', '-I', spoof, web.ipv4], { stdio: 'ignore', timeout: 5000 });
       await sleep(500, stop.signal);
     }
-    const status = await call<{ flows: { flowsSeen: number } }>(socket, 'GET', '/v1/status');
-    out(`▶ ${status.flows.flowsSeen} flows observed (${hidden} ARP/neighbour-discovery flows not shown).`);
+    const status = await call<{ flows: { flowsSeen: number; lostRingBuffer: number } }>(socket, 'GET', '/v1/status');
+    out(`▶ ${status.flows.flowsSeen} flows observed (${hidden} ARP/neighbour-discovery flows not shown), ${status.flows.lostRingBuffer} events lost.`);
+    out('▶ waggle observe --verdict DROPPED --last 3 (the agent filters its stored flows):');
+    await stream(socket, `/v1/flows?${encodeFlowQuery({ include: [{ verdict: ['DROPPED'] }], last: 3 })}`, (v) => {
+      const r = v as HubbleRecord;
+      if ('flow' in r) out(`  ${compactLine(r.flow)}`);
+    });
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    out(`▶ curl ${url}/metrics | grep waggle_drop_count_total:`);
+    for (const line of metrics.split('\n').filter((l) => l.startsWith('waggle_drop_count_total{'))) out(`  ${line}`);
     out('  Try it yourself: sudo waggle agent, then waggle endpoint create web --labels app=web (see README)');
   } catch (err) {
     ok = false;
