@@ -9,6 +9,7 @@ const benches: Record<string, { describe: string; load: () => Promise<Bench> }> 
   ffi: { describe: 'FFI cost per call', load: () => import('./ffi.js') },
   forwarding: { describe: 'endpoint-to-endpoint forwarding vs a Linux bridge', load: () => import('./forwarding.js') },
   maps: { describe: 'map operations on a 64k-entry hash map', load: () => import('./maps.js') },
+  observe: { describe: 'flow pipeline: ingest flows/s, memory per flow, agent CPU at 10k flows/s, observe --follow latency', load: () => import('./observe.js') },
   policy: { describe: 'policy cost in the datapath and control plane, iptables/nftables side by side', load: () => import('./policy.js') },
   ringbuf: { describe: 'ring buffer consume + decode', load: () => import('./ringbuf.js') },
   testrun: { describe: 'BPF_PROG_TEST_RUN ns per packet', load: () => import('./testrun.js') },

@@ -833,7 +833,7 @@ test('bad input: a one-sentence error, the right exit code, and nothing created'
   assertCliError(agent.cli(['endpoint', 'get', ok.name, '-o', 'xml']), 2, /unknown output format xml/, 'get -o xml');
   assertCliError(agent.cli(['endpoint', 'create', `bad-${PID}-o`, '-o', 'yaml']), 2, /unknown output format yaml/, 'create -o yaml');
   notCreated(`bad-${PID}-o`);
-  assertCliError(agent.cli(['observe', '-o', 'table']), 2, /unknown output format table/, 'observe -o table');
+  assertCliError(agent.cli(['observe', '-o', 'yaml']), 2, /unknown output format "yaml"/, 'observe -o yaml');
   assertCliError(agent.cli(['observe', '--last', '0']), 2, /--last must be a positive integer/, 'observe --last 0');
 
   // No agent at the socket.

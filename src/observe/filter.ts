@@ -130,22 +130,40 @@ export interface FlowFields {
 
 // ---- label selectors ----------------------------------------------------
 
+/** One selector term; `source` undefined matches a label of any source. */
 type LabelTerm =
-  | { op: 'exists' | 'absent'; key: string }
-  | { op: 'in' | 'notin'; key: string; values: string[] };
+  | { op: 'exists' | 'absent'; key: string; source: string | undefined }
+  | { op: 'in' | 'notin'; key: string; source: string | undefined; values: string[] };
 
-/** `source:key=value` → [source, key, value]; a key without a source matches any source. */
-function splitLabel(label: string): [string, string, string] {
+/** A label split once: `source:key=value`. */
+interface SplitLabel { source: string; key: string; value: string }
+
+/** `source:key=value` → its parts (a label without a source has source ''). */
+function splitLabel(label: string): SplitLabel {
   const eq = label.indexOf('=');
-  const kv = eq < 0 ? [label, ''] : [label.slice(0, eq), label.slice(eq + 1)];
-  const colon = kv[0]!.indexOf(':');
-  return colon < 0 ? ['', kv[0]!, kv[1]!] : [kv[0]!.slice(0, colon), kv[0]!.slice(colon + 1), kv[1]!];
+  const k = eq < 0 ? label : label.slice(0, eq);
+  const value = eq < 0 ? '' : label.slice(eq + 1);
+  const colon = k.indexOf(':');
+  return colon < 0 ? { source: '', key: k, value } : { source: k.slice(0, colon), key: k.slice(colon + 1), value };
 }
 
-function keyMatches(want: string, source: string, key: string): boolean {
-  const colon = want.indexOf(':');
-  if (colon < 0 || want.startsWith('any:')) return (colon < 0 ? want : want.slice(colon + 1)) === key;
-  return want.slice(0, colon) === source && want.slice(colon + 1) === key;
+/** Label lists are shared by every flow of an endpoint: split each list once. */
+const splitCache = new WeakMap<readonly string[], SplitLabel[]>();
+function splitLabels(labels: readonly string[]): SplitLabel[] {
+  let split = splitCache.get(labels);
+  if (!split) {
+    split = labels.map(splitLabel);
+    splitCache.set(labels, split);
+  }
+  return split;
+}
+
+/** A selector key: `source:key`, `any:key` or `key` (any source). */
+function termKey(text: string): { key: string; source: string | undefined } {
+  const colon = text.indexOf(':');
+  if (colon < 0) return { key: text, source: undefined };
+  const source = text.slice(0, colon);
+  return { key: text.slice(colon + 1), source: source === 'any' ? undefined : source };
 }
 
 const LABEL_KEY = /^[A-Za-z0-9_.\-/:]+$/;
@@ -172,15 +190,15 @@ export function parseLabelSelector(text: string): LabelTerm[] {
     if ((m = part.match(/^(\S+)\s+(in|notin)\s*\(([^)]*)\)$/))) {
       const values = m[3]!.split(',').map((v) => v.trim());
       if (!LABEL_KEY.test(m[1]!) || values.some((v) => !LABEL_VALUE.test(v))) throw bad(`bad term ${JSON.stringify(part)}`);
-      terms.push({ op: m[2] as 'in' | 'notin', key: m[1]!, values });
+      terms.push({ op: m[2] as 'in' | 'notin', ...termKey(m[1]!), values });
     } else if ((m = part.match(/^([^=!\s]+)\s*(==|=|!=)\s*(\S*)$/))) {
       if (!LABEL_KEY.test(m[1]!) || !LABEL_VALUE.test(m[3]!)) throw bad(`bad term ${JSON.stringify(part)}`);
-      terms.push({ op: m[2] === '!=' ? 'notin' : 'in', key: m[1]!, values: [m[3]!] });
+      terms.push({ op: m[2] === '!=' ? 'notin' : 'in', ...termKey(m[1]!), values: [m[3]!] });
     } else if ((m = part.match(/^!\s*(\S+)$/))) {
       if (!LABEL_KEY.test(m[1]!)) throw bad(`bad key ${JSON.stringify(m[1])}`);
-      terms.push({ op: 'absent', key: m[1]! });
+      terms.push({ op: 'absent', ...termKey(m[1]!) });
     } else if (LABEL_KEY.test(part)) {
-      terms.push({ op: 'exists', key: part });
+      terms.push({ op: 'exists', ...termKey(part) });
     } else {
       throw bad(`cannot read ${JSON.stringify(part)} (use key=value, key!=value, key, !key, key in (a,b) or key notin (a,b))`);
     }
@@ -190,15 +208,15 @@ export function parseLabelSelector(text: string): LabelTerm[] {
 
 /** Whether `labels` (`source:key=value` strings) satisfy every term. */
 export function labelsMatch(terms: readonly LabelTerm[], labels: readonly string[]): boolean {
+  const split = splitLabels(labels);
   for (const t of terms) {
     let found = false;
     let valueOk = false;
-    for (const l of labels) {
-      const [source, key, value] = splitLabel(l);
-      if (!keyMatches(t.key, source, key)) continue;
+    for (const l of split) {
+      if (l.key !== t.key || (t.source !== undefined && l.source !== t.source)) continue;
       found = true;
-      if (t.op === 'in' && t.values.includes(value)) valueOk = true;
-      if (t.op === 'notin' && t.values.includes(value)) return false;
+      if (t.op === 'in' && t.values.includes(l.value)) valueOk = true;
+      if (t.op === 'notin' && t.values.includes(l.value)) return false;
     }
     if (t.op === 'exists' && !found) return false;
     if (t.op === 'absent' && found) return false;

@@ -218,28 +218,8 @@ export function toHubbleFlow(
   return flow;
 }
 
-function peer(ep: HubbleEndpoint | undefined, ip: string | undefined, port: number | undefined): string {
-  const who = ep?.pod_name ? `${ep.namespace}/${ep.pod_name}` : ip ?? '(no IP)';
-  const addr = ip ? (ip.includes(':') ? `[${ip}]` : ip) : '';
-  return `${who}${ep?.pod_name && ip ? ` (${addr}${port ? `:${port}` : ''})` : port ? `:${port}` : ''}`;
-}
-
-const MATCH_NAMES = ['none', 'L3-Only', 'L3-L4', 'L4-Only', 'all'];
-
-/** One readable line per flow, like `hubble observe` compact output. */
-export function compactLine(f: HubbleFlow): string {
-  const t = f.time.replace('T', ' ').replace('Z', '');
-  const l4 = f.l4 ? Object.values(f.l4)[0] : undefined;
-  const sport = typeof l4?.source_port === 'number' ? l4.source_port : undefined;
-  const dport = typeof l4?.destination_port === 'number' ? l4.destination_port : undefined;
-  const policyVerdict = f.event_type.type === 5;
-  const point = policyVerdict ? `policy-verdict:${MATCH_NAMES[f.policy_match_type ?? 0] ?? 'none'} ${f.traffic_direction ?? ''}`
-    : f.trace_observation_point ? f.trace_observation_point.toLowerCase().replace(/_/g, '-') : f.verdict === 'DROPPED' ? 'drop' : '';
-  const verdict = f.verdict === 'DROPPED' ? `DROPPED (${f.drop_reason_desc ?? f.drop_reason})` : policyVerdict ? 'ALLOWED' : 'FORWARDED';
-  const by = [...(f.ingress_denied_by ?? []), ...(f.egress_denied_by ?? []), ...(policyVerdict ? [...(f.ingress_allowed_by ?? []), ...(f.egress_allowed_by ?? [])] : [])][0];
-  const rule = by ? ` by ${by.kind} ${by.namespace ? `${by.namespace}/` : ''}${by.name}` : '';
-  return `${t}: ${peer(f.source, f.IP?.source, sport)} -> ${peer(f.destination, f.IP?.destination, dport)} ${point} ${verdict}${rule} (${f.Summary})`;
-}
+/** One readable line per flow, like `hubble observe` compact output (kept here for its users; colour and node names in ./format.ts). */
+export { compactLine } from './format.js';
 
 /** ARP, neighbour discovery, MLD and router discovery: link plumbing rather than workload traffic. */
 export function isControlFlow(f: HubbleFlow): boolean {

@@ -28,7 +28,7 @@ import { PolicyRepository, type PolicyRef } from './repository.js';
 import { prepare, referencedCidrs, resolveEndpointPolicy, type PreparedPolicies } from './resolve.js';
 import { identityLabelView } from './selector.js';
 import {
-  decodeCookie, ReservedIdentity, type EndpointPolicy, type IdentityInfo, type PolicyEntry, type RuleRef,
+  decodeCookie, ReservedIdentity, type EndpointPolicy, type IdentityInfo, type PolicyEntry, type RuleRef, type StoredPolicy,
 } from './types.js';
 
 /** ENDPOINT_F_POLICY_INGRESS / _EGRESS (bpf/include/endpoint.h). */
@@ -79,6 +79,7 @@ export class PolicyEngine {
   private readonly policyExact: MapSync<PolicyKey, PolicyValue>;
   private readonly ipcache: MapSync<string, IpcacheValue>;
   private readonly state: BpfMap<number, PolicyState>;
+  private readonly ruleRefs = new Map<number, { stored: StoredPolicy; ref: RuleRef }>();
   private source: EndpointSource | undefined;
   private resolved = new Map<number, EndpointPolicy>();
   private prepared: PreparedPolicies | undefined;
@@ -230,8 +231,14 @@ export class PolicyEngine {
     if (!c) return undefined;
     const stored = this.repo.byId(c.policyId);
     if (!stored) return undefined;
+    // Flow enrichment asks per event: one shared object per cookie while its policy stays the same.
+    const cached = this.ruleRefs.get(cookie);
+    if (cached?.stored === stored) return cached.ref;
     const p = stored.policy;
-    return { kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}), index: c.index };
+    const ref: RuleRef = { kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}), index: c.index };
+    if (this.ruleRefs.size >= 65536) this.ruleRefs.clear();
+    this.ruleRefs.set(cookie, { stored, ref });
+    return ref;
   }
 
   /**
