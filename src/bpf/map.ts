@@ -238,10 +238,17 @@ abstract class MapBase<K, V> {
     const ks = this.info.keySize;
     const buf = Buffer.alloc(list.length * ks);
     list.forEach((k, i) => this.keyCodec.encode(k, buf, i * ks));
-    const attr = this.batchAttr(buf, null, list.length, 0);
+    return this.deleteBatchRaw(buf, list.length);
+  }
+
+  /** Deletes `count` raw keys (entry i at i*keySize of `keys`) in one syscall; a missing key fails the batch with ENOENT. */
+  deleteBatchRaw(keys: Buffer, count: number): number {
+    if (count === 0) return 0;
+    if (keys.length < count * this.info.keySize) throw new BpfUsageError(`deleteBatchRaw: ${count} keys need ${count * this.info.keySize} bytes, got ${keys.length}`);
+    const attr = this.batchAttr(keys, null, count, 0);
     if (bpf(Cmd.MapDeleteBatch, attr) < 0) {
       const done = attr.readUInt32LE(32);
-      throw new BpfSyscallError(`batch delete in map ${this.info.name} (stopped after ${done} of ${list.length})`, errno());
+      throw new BpfSyscallError(`batch delete in map ${this.info.name} (stopped after ${done} of ${count})`, errno());
     }
     return attr.readUInt32LE(32);
   }

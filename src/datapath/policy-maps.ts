@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { u32 } from '../bpf/codec.js';
 import { BpfMap } from '../bpf/map.js';
+import { BpfSyscallError } from '../bpf/errors.js';
 import { ipcachePrefix, ipcacheValue, type IpcacheValue } from './codecs/ipcache.js';
 import { policyKey, policyState, policyValue, type PolicyKey, type PolicyState, type PolicyValue } from './codecs/policy.js';
 import { ctEntry, ctKey, type CtEntry, type CtKey } from './codecs/conntrack.js';
@@ -129,12 +130,35 @@ export function ctForgetAddress(map: BpfMap<CtKey, CtEntry>, family: number, add
 
 /** Deletes expired conntrack entries; returns how many. */
 export function ctGarbageCollect(map: BpfMap<CtKey, CtEntry>, now = monotonicNs()): { deleted: number; alive: number } {
-  const dead: CtKey[] = [];
+  // Raw: only the expiry (u64 at offset 0 of the value) is read and only dead
+  // keys are copied, so a full table costs two syscalls per 4096 entries and
+  // no objects (decoding every entry stalled the agent for ~10 µs an entry).
+  const ks = map.info.keySize;
+  const vs = map.info.valueSize;
+  let dead = Buffer.alloc(4096 * ks);
+  let deadCount = 0;
   let alive = 0;
-  for (const [k, v] of map.lookupBatch()) {
-    if (v.expiresNs <= now) dead.push(k);
-    else alive++;
+  map.lookupBatchRaw((keys, values, n) => {
+    for (let i = 0; i < n; i++) {
+      const expires = values.readUInt32LE(i * vs + 4) * 4294967296 + values.readUInt32LE(i * vs);
+      if (expires > now) { alive++; continue; }
+      if ((deadCount + 1) * ks > dead.length) {
+        const bigger = Buffer.alloc(dead.length * 2);
+        dead.copy(bigger);
+        dead = bigger;
+      }
+      keys.copy(dead, deadCount * ks, i * ks, (i + 1) * ks);
+      deadCount++;
+    }
+  });
+  if (!deadCount) return { deleted: 0, alive };
+  try {
+    return { deleted: map.deleteBatchRaw(dead, deadCount), alive };
+  } catch (err) {
+    // An entry the LRU evicted meanwhile fails the batch: delete the rest one by one.
+    if (!(err instanceof BpfSyscallError && err.errnoName === 'ENOENT')) throw err;
+    let deleted = 0;
+    for (let i = 0; i < deadCount; i++) if (map.delete(map.keyCodec.decode(dead, i * ks))) deleted++;
+    return { deleted, alive };
   }
-  const deleted = dead.length ? map.deleteBatch(dead) : 0;
-  return { deleted, alive };
 }
