@@ -38,6 +38,20 @@ test('bad values are named with their source', () => {
   assert.throws(() => loadAgentConfig({ env: {}, flags: { 'pod-cidr': ['10.0.0.0/24', '10.1.0.0/24'] } }), /more than one IPv4 pod CIDR/);
   assert.throws(() => loadAgentConfig({ env: { WAGGLE_FLOW_BUFFER: 'lots' } }), /flow-buffer must be a whole number/);
   assert.throws(() => loadAgentConfig({ env: {}, flags: { 'node-name': 'Bad Name' } }), /node-name .*DNS label/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'service-cidr': ['10.200.128.0/20'] } }), /service-cidr .*10\.200\.128\.0\/20 overlaps the pod CIDR 10\.200\.0\.0\/16/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'service-cidr': ['10.96.0.0/16', '10.97.0.0/16'] } }), /service-cidr .*at most one IPv4 and one IPv6/);
+  assert.throws(() => loadAgentConfig({ env: { WAGGLE_MAGLEV_TABLE_SIZE: '16384' } }), /maglev-table-size .*must be a prime/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { 'node-port-range': '32767-30000' } }), /node-port-range .*first not after last/);
+});
+
+test('service options: defaults and values', () => {
+  const d = loadAgentConfig({ env: {} });
+  assert.deepEqual(d.serviceCidr, ['10.96.0.0/16', 'fd00:96::/112']);
+  assert.equal(d.maglevTableSize, 16381);
+  assert.equal(d.nodePortRange, '30000-32767');
+  const c = loadAgentConfig({ env: { WAGGLE_SERVICE_CIDR: '10.43.0.0/16', WAGGLE_MAGLEV_TABLE_SIZE: '65521' } });
+  assert.deepEqual(c.serviceCidr, ['10.43.0.0/16']);
+  assert.equal(c.maglevTableSize, 65521);
 });
 
 test('a bad config file is refused with the reason', () => {

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { parseCidr } from '../ipam/cidr.js';
+import { cidrContains, parseCidr, type Cidr } from '../ipam/cidr.js';
 import { Ipam } from '../ipam/ipam.js';
 
 /** Default path of the agent's API socket; every client command uses it unless told otherwise. */
@@ -33,6 +33,12 @@ const cidr = z.string().superRefine((s, ctx) => {
   try { parseCidr(s); } catch (err) { ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message }); }
 });
 
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
 /** The validated agent configuration. */
 export const agentConfigSchema = z.object({
   nodeName: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits, - and .'),
@@ -42,11 +48,33 @@ export const agentConfigSchema = z.object({
   apiSocket: absolutePath,
   httpListen: listen,
   podCidr: z.array(cidr).min(1, 'needs one IPv4 and/or one IPv6 CIDR').max(2),
+  serviceCidr: z.array(cidr).min(1, 'needs one IPv4 and/or one IPv6 CIDR').max(2),
+  maglevTableSize: z.number().int().min(251).max(131071).refine(isPrime, 'must be a prime (e.g. 251, 1021, 4093, 16381, 65521, 131071)'),
+  nodePortRange: z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be FIRST-LAST, e.g. 30000-32767').refine((r) => {
+    const [a, b] = r.split('-').map(Number) as [number, number];
+    return a >= 1 && b <= 65535 && a <= b;
+  }, 'must be a range of ports within 1-65535, first not after last'),
   flowBuffer: z.number().int().min(1).max(1_000_000),
   ctGcIntervalSeconds: z.number().int().min(1).max(3600),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
 }).strict().superRefine((c, ctx) => {
   try { new Ipam(c.podCidr); } catch (err) { ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['podCidr'], message: (err as Error).message }); }
+  let services: Cidr[];
+  let pods: Cidr[];
+  try {
+    services = c.serviceCidr.map(parseCidr);
+    pods = c.podCidr.map(parseCidr);
+  } catch (err) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['serviceCidr'], message: (err as Error).message });
+    return;
+  }
+  if (new Set(services.map((s) => s.family)).size !== services.length) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['serviceCidr'], message: 'needs at most one IPv4 and one IPv6 CIDR' });
+  }
+  for (const s of services) {
+    const p = pods.find((p) => p.family === s.family && (cidrContains(p, s.family, s.base) || cidrContains(s, p.family, p.base)));
+    if (p) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['serviceCidr'], message: `${s.text} overlaps the pod CIDR ${p.text}` });
+  }
 });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
@@ -60,6 +88,9 @@ export const CONFIG_KEYS = {
   'api-socket': 'apiSocket',
   'http-listen': 'httpListen',
   'pod-cidr': 'podCidr',
+  'service-cidr': 'serviceCidr',
+  'maglev-table-size': 'maglevTableSize',
+  'node-port-range': 'nodePortRange',
   'flow-buffer': 'flowBuffer',
   'ct-gc-interval': 'ctGcIntervalSeconds',
   'log-level': 'logLevel',
@@ -82,6 +113,9 @@ export function defaultConfig(): AgentConfig {
     apiSocket: DEFAULT_API_SOCKET,
     httpListen: '127.0.0.1:9962',
     podCidr: ['10.200.0.0/16', 'fd00:200::/64'],
+    serviceCidr: ['10.96.0.0/16', 'fd00:96::/112'],
+    maglevTableSize: 16381,
+    nodePortRange: '30000-32767',
     flowBuffer: 4096,
     ctGcIntervalSeconds: 30,
     logLevel: 'info',
@@ -92,12 +126,12 @@ type Raw = Record<string, unknown>;
 
 function coerce(flag: FlagName, value: unknown, source: string): unknown {
   const field = CONFIG_KEYS[flag];
-  if (field === 'podCidr') {
+  if (field === 'podCidr' || field === 'serviceCidr') {
     if (Array.isArray(value)) return value;
     if (typeof value === 'string') return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
     return value;
   }
-  if ((field === 'flowBuffer' || field === 'ctGcIntervalSeconds') && typeof value === 'string') {
+  if ((field === 'flowBuffer' || field === 'ctGcIntervalSeconds' || field === 'maglevTableSize') && typeof value === 'string') {
     if (!/^\d+$/.test(value)) throw new ConfigError(`${source}: ${flag} must be a whole number, got ${JSON.stringify(value)}`);
     return Number(value);
   }

@@ -17,13 +17,16 @@ export function registerAgent(program: Command): void {
     'api-socket': 'unix socket of the API (default /var/run/waggle/waggle.sock)',
     'http-listen': 'HOST:PORT for health, metrics and the UI; port 0 picks one (default 127.0.0.1:9962)',
     'pod-cidr': 'endpoint address pool; repeat for one IPv4 and one IPv6 CIDR (default 10.200.0.0/16 and fd00:200::/64)',
+    'service-cidr': 'ClusterIP pool for Services without one; repeat for one IPv4 and one IPv6 CIDR (default 10.96.0.0/16 and fd00:96::/112)',
+    'maglev-table-size': 'entries of each Maglev lookup table, a prime (default 16381)',
+    'node-port-range': 'ports NodePort Services may use (default 30000-32767)',
     'flow-buffer': 'flows kept for `waggle observe` (default 4096)',
     'ct-gc-interval': 'seconds between conntrack garbage collections (default 30)',
     'log-level': 'trace, debug, info, warn or error (default info)',
   };
   for (const flag of Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[]) {
     const text = `${help[flag]} [env ${envName(flag)}]`;
-    if (flag === 'pod-cidr') cmd.option(`--${flag} <cidr>`, text, (v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+    if (flag === 'pod-cidr' || flag === 'service-cidr') cmd.option(`--${flag} <cidr>`, text, (v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
     else cmd.option(`--${flag} <value>`, text);
   }
   cmd.action(async (opts: Record<string, unknown>) => {
