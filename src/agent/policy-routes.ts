@@ -10,7 +10,8 @@ import { ctEntries, ctMap, monotonicNs } from '../datapath/policy-maps.js';
 import { cidrContains, parseAddress, parseCidr } from '../ipam/cidr.js';
 import { CT_FLAGS } from '../datapath/codecs/conntrack.js';
 import type { PolicyEngine } from '../policy/engine.js';
-import { PolicyParseError, parsePolicyDocuments } from '../policy/parse.js';
+import { parsePolicyDocuments } from '../policy/parse.js';
+import { ManifestError } from '../k8s/manifest.js';
 import { parseTracePort, tracePolicy, type TraceParty } from '../policy/trace.js';
 import { ReservedIdentity, type Entity, type PolicyKind } from '../policy/types.js';
 
@@ -69,16 +70,18 @@ function parseBody<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, body: unknown
 /** Parses every file; all problems of all files in one error (nothing is applied then). */
 function parseDocuments(body: unknown): ReturnType<typeof parsePolicyDocuments> {
   const { files } = parseBody(documentsBody, body, 'invalid request');
-  const out: ReturnType<typeof parsePolicyDocuments> = { policies: [], namespaces: [], unsupported: [] };
+  const out: ReturnType<typeof parsePolicyDocuments> = { policies: [], namespaces: [], services: [], slices: [], unsupported: [] };
   const problems: string[] = [];
   for (const f of files) {
     try {
       const d = parsePolicyDocuments(f.text, f.source);
       out.policies.push(...d.policies);
       out.namespaces.push(...d.namespaces);
+      out.services.push(...d.services);
+      out.slices.push(...d.slices);
       out.unsupported.push(...d.unsupported);
     } catch (err) {
-      if (!(err instanceof PolicyParseError)) throw err;
+      if (!(err instanceof ManifestError)) throw err;
       problems.push(...err.problems);
     }
   }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parsePolicyDocuments, parsePolicyObject, PolicyParseError } from './parse.js';
+import { parsePolicyDocuments, parsePolicyObject } from './parse.js';
+import { ManifestError } from '../k8s/manifest.js';
 import type { LabelSelector, Policy, SelectorRequirement } from './types.js';
 
 const inNs = (ns: string): SelectorRequirement => ({ key: 'io.kubernetes.pod.namespace', operator: 'In', values: [ns] });
@@ -13,16 +14,16 @@ function one(yaml: string): Policy {
   return r.policies[0] as Policy;
 }
 
-/** The problems parsing `yaml` reports (it must throw PolicyParseError). */
+/** The problems parsing `yaml` reports (it must throw ManifestError). */
 function problems(yaml: string, source = 'test.yaml'): string[] {
   try {
     parsePolicyDocuments(yaml, source);
   } catch (e) {
-    assert.ok(e instanceof PolicyParseError, String(e));
+    assert.ok(e instanceof ManifestError, String(e));
     assert.equal(e.message, e.problems.join('; '));
     return e.problems;
   }
-  assert.fail('expected a PolicyParseError');
+  assert.fail('expected a ManifestError');
 }
 
 function assertProblem(yaml: string, expected: RegExp | string): void {
@@ -506,7 +507,7 @@ test('parsePolicyObject: JSON bodies', () => {
   assert.equal(parsePolicyObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's' } }, 'request body'), undefined);
   assert.equal(parsePolicyObject({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 's' } }, 'request body'), undefined);
   assert.throws(() => parsePolicyObject({ ...body, spec: { endpointSelector: {}, egress: [{ toEntities: ['moon'] }] } }, 'request body'),
-    (e: unknown) => e instanceof PolicyParseError && e.problems.length === 1
+    (e: unknown) => e instanceof ManifestError && e.problems.length === 1
       && /^request body \(CiliumClusterwideNetworkPolicy "c"\): spec\.egress\[0\]\.toEntities\[0\]: unknown entity "moon"/.test(e.message));
   assert.throws(() => parsePolicyObject({ ...body, apiVersion: 'cilium.io/v1' }, 'request body'), /apiVersion cilium\.io\/v1 of CiliumClusterwideNetworkPolicy is not handled/);
   assert.throws(() => parsePolicyObject('nope', 'request body'), /request body: must be a mapping with apiVersion and kind/);

@@ -12,22 +12,17 @@ import { convertCiliumPolicy } from './parse-cilium.js';
 import { at, check, convertNetworkPolicy, dnsLabel, metadataSchema, problem, type Problems } from './parse-k8s.js';
 import { labelKeyProblem, labelValueProblem } from '../endpoint/labels.js';
 import { NAMESPACE_NAME_LABEL, policyKey, type Policy } from './types.js';
-
-/** One or more documents are invalid; `problems` lists every problem, each naming its document and field. */
-export class PolicyParseError extends Error {
-  readonly problems: string[];
-
-  constructor(problems: string[]) {
-    super(problems.join('; '));
-    this.name = 'PolicyParseError';
-    this.problems = problems;
-  }
-}
+import { describeDocument as describe, isObject, ManifestError } from '../k8s/manifest.js';
+import { convertServiceDocument, isServiceKind, SERVICE_API } from '../service/parse.js';
+import { serviceResourceKey, type EndpointSliceSpec, type ServiceResource, type ServiceSpec } from '../service/types.js';
 
 export interface ParsedDocuments {
   policies: Policy[];
   /** `kind: Namespace` documents: their labels, for namespace selectors. */
   namespaces: { name: string; labels: Record<string, string> }[];
+  /** `v1` Service and `discovery.k8s.io/v1` EndpointSlice documents. */
+  services: ServiceSpec[];
+  slices: EndpointSliceSpec[];
   /** Documents of kinds (or apiVersions) Waggle does not handle, one sentence each. */
   unsupported: string[];
 }
@@ -49,25 +44,10 @@ const namespaceSchema = z.object({
 type Outcome =
   | { type: 'policy'; policy: Policy }
   | { type: 'namespace'; name: string; labels: Record<string, string> }
+  | { type: 'service'; resource: ServiceResource }
   | { type: 'list'; items: unknown[] }
   | { type: 'unsupported'; message: string }
   | { type: 'invalid' };
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-/** `where (Kind "name")`, with what is known of the document. */
-function describe(doc: unknown, where: string, withApiVersion = false): string {
-  if (!isObject(doc)) return where;
-  const kind = typeof doc.kind === 'string' ? doc.kind : undefined;
-  const api = typeof doc.apiVersion === 'string' ? doc.apiVersion : undefined;
-  const meta = doc.metadata;
-  const name = isObject(meta) && typeof meta.name === 'string' ? meta.name : undefined;
-  const what = [withApiVersion && api && kind ? `${api}/${kind}` : kind, name === undefined ? undefined : JSON.stringify(name)]
-    .filter((x) => x !== undefined).join(' ');
-  return what === '' ? where : `${where} (${what})`;
-}
 
 function convertNamespace(doc: unknown, problems: Problems): Outcome {
   const ns = check(namespaceSchema, doc, problems);
@@ -101,6 +81,13 @@ function parseOne(doc: unknown, where: string, problems: Problems): Outcome {
     if (!converted) return { type: 'invalid' };
     return { type: 'policy', policy: { ...converted, source: structuredClone(doc) } };
   }
+  if (isServiceKind(apiVersion, kind)) {
+    const resource = convertServiceDocument(doc, problems);
+    return resource ? { type: 'service', resource } : { type: 'invalid' };
+  }
+  if (kind === 'Service' || kind === 'EndpointSlice') {
+    return unsupported(`apiVersion ${apiVersion} of ${kind} is not handled (use ${SERVICE_API[kind]})`);
+  }
   if (kind === 'Namespace' && apiVersion === 'v1') return convertNamespace(doc, problems);
   if (kind === 'List' && apiVersion === 'v1') {
     const extra = Object.keys(doc).filter((k) => !['apiVersion', 'kind', 'items', 'metadata'].includes(k));
@@ -114,26 +101,26 @@ function parseOne(doc: unknown, where: string, problems: Problems): Outcome {
 /**
  * Parses one already-decoded document (e.g. a JSON API body). Returns
  * undefined when it is not a policy (another kind, or a Namespace or List);
- * throws PolicyParseError when it is invalid, or is a policy kind with an
+ * throws ManifestError when it is invalid, or is a policy kind with an
  * apiVersion Waggle does not handle.
  */
 export function parsePolicyObject(doc: unknown, where: string): Policy | undefined {
   const problems: Problems = [];
   const out = parseOne(doc, where, problems);
-  if (out.type === 'invalid') throw new PolicyParseError(problems.map((p) => `${describe(doc, where)}: ${p}`));
+  if (out.type === 'invalid') throw new ManifestError(problems.map((p) => `${describe(doc, where)}: ${p}`));
   if (out.type === 'unsupported' && isObject(doc) && typeof doc.kind === 'string' && POLICY_API[doc.kind] !== undefined) {
-    throw new PolicyParseError([out.message]);
+    throw new ManifestError([out.message]);
   }
   return out.type === 'policy' ? out.policy : undefined;
 }
 
 /**
  * Parses multi-document YAML (or JSON). All or nothing: throws
- * PolicyParseError listing the problems of every bad document. Empty
+ * ManifestError listing the problems of every bad document. Empty
  * documents are skipped; `kind: List` items count as documents of their own.
  */
 export function parsePolicyDocuments(text: string, sourceName: string): ParsedDocuments {
-  const result: ParsedDocuments = { policies: [], namespaces: [], unsupported: [] };
+  const result: ParsedDocuments = { policies: [], namespaces: [], services: [], slices: [], unsupported: [] };
   const errors: string[] = [];
   const seen = new Map<string, string>();
 
@@ -151,16 +138,21 @@ export function parsePolicyDocuments(text: string, sourceName: string): ParsedDo
         out.items.forEach((item, i) => handle(item, `${where} item ${i + 1}`));
         return;
       case 'policy':
-      case 'namespace': {
-        const key = out.type === 'policy' ? policyKey(out.policy) : `Namespace//${out.name}`;
+      case 'namespace':
+      case 'service': {
+        const key = out.type === 'policy' ? policyKey(out.policy) : out.type === 'service' ? serviceResourceKey(out.resource) : `Namespace//${out.name}`;
+        const what = out.type === 'policy' ? out.policy.kind : out.type === 'service' ? out.resource.kind : 'Namespace';
         const first = seen.get(key);
         if (first !== undefined) {
-          errors.push(`${describe(doc, where)}: defines the same ${out.type === 'policy' ? out.policy.kind : 'Namespace'} as ${first}`);
+          errors.push(`${describe(doc, where)}: defines the same ${what} as ${first}`);
           return;
         }
         seen.set(key, where.slice(sourceName.length + 1));
         if (out.type === 'policy') result.policies.push(out.policy);
-        else result.namespaces.push({ name: out.name, labels: out.labels });
+        else if (out.type === 'service') {
+          if (out.resource.kind === 'Service') result.services.push(out.resource);
+          else result.slices.push(out.resource);
+        } else result.namespaces.push({ name: out.name, labels: out.labels });
       }
     }
   };
@@ -185,6 +177,6 @@ export function parsePolicyDocuments(text: string, sourceName: string): ParsedDo
     handle(doc, where);
   });
 
-  if (errors.length > 0) throw new PolicyParseError(errors);
+  if (errors.length > 0) throw new ManifestError(errors);
   return result;
 }
