@@ -406,7 +406,7 @@ items:
   metadata: {name: cm}
 ---
 apiVersion: v1
-kind: Service
+kind: ConfigMap
 metadata: {name: web}
 ---
 apiVersion: extensions/v1beta1
@@ -421,12 +421,12 @@ metadata: {name: alpha}
   assert.deepEqual(r.policies.map((p) => p.name), ['a']);
   assert.deepEqual(r.unsupported, [
     'all.yaml document 3 item 2 (v1/ConfigMap "cm"): kind ConfigMap is not handled yet',
-    'all.yaml document 4 (v1/Service "web"): kind Service is not handled yet',
+    'all.yaml document 4 (v1/ConfigMap "web"): kind ConfigMap is not handled yet',
     'all.yaml document 5 (extensions/v1beta1/NetworkPolicy "old"): apiVersion extensions/v1beta1 of NetworkPolicy is not handled (use networking.k8s.io/v1)',
     'all.yaml document 6 (cilium.io/v2alpha1/CiliumNetworkPolicy "alpha"): apiVersion cilium.io/v2alpha1 of CiliumNetworkPolicy is not handled (use cilium.io/v2)',
   ]);
-  assert.deepEqual(parsePolicyDocuments('', 'empty.yaml'), { policies: [], namespaces: [], unsupported: [] });
-  assert.deepEqual(parsePolicyDocuments('---\n---\n# only a comment\n', 'empty.yaml'), { policies: [], namespaces: [], unsupported: [] });
+  assert.deepEqual(parsePolicyDocuments('', 'empty.yaml'), { policies: [], namespaces: [], services: [], slices: [], unsupported: [] });
+  assert.deepEqual(parsePolicyDocuments('---\n---\n# only a comment\n', 'empty.yaml'), { policies: [], namespaces: [], services: [], slices: [], unsupported: [] });
 });
 
 test('Namespace validation', () => {
@@ -504,7 +504,7 @@ test('parsePolicyObject: JSON bodies', () => {
   assert.equal(p?.kind, 'CiliumClusterwideNetworkPolicy');
   assert.deepEqual(p?.source, body);
   assert.notEqual(p?.source, body, 'source is a copy');
-  assert.equal(parsePolicyObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's' } }, 'request body'), undefined);
+  assert.equal(parsePolicyObject({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 's' } }, 'request body'), undefined);
   assert.equal(parsePolicyObject({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 's' } }, 'request body'), undefined);
   assert.throws(() => parsePolicyObject({ ...body, spec: { endpointSelector: {}, egress: [{ toEntities: ['moon'] }] } }, 'request body'),
     (e: unknown) => e instanceof ManifestError && e.problems.length === 1
