@@ -19,12 +19,36 @@ import { ctGarbageCollect, ctMap } from '../datapath/policy-maps.js';
 import { addPolicyRoutes } from './policy-routes.js';
 import { FlowPipeline } from '../observe/pipeline.js';
 import { createHttpServer, listen } from './http-server.js';
+import { addServiceRoutes } from './service-routes.js';
+import { attachSocketLb } from '../datapath/sock.js';
+import { LbMapWriter, readLbState, type LbDesiredState } from '../datapath/lb-maps.js';
+import { listAddresses } from '../netlink/addr.js';
+import { ServiceManager } from '../service/manager.js';
+import type { ResolvedState } from '../service/resolve.js';
 import { createAgentMetrics, lostEventCount, readDatapathCounters } from '../observe/metrics.js';
 import { createUi } from '../observe/ui.js';
 import { VERSION } from '../version.js';
 import { ApiError, serveApi, socketInUse } from './api-server.js';
 import { agentRoutes } from './routes.js';
 import type { AgentConfig } from './config.js';
+
+/** The node's own addresses NodePort services answer on (global scope; not the endpoints' virtual router). */
+function nodeAddresses(router: readonly string[]): string[] {
+  return [...new Set(listAddresses().filter((a) => a.scope === 0 && !router.includes(a.address) && !a.address.startsWith('fe80:')).map((a) => a.address))];
+}
+
+/** The service manager's resolved state in the LB map writer's terms. */
+function toLbState(state: ResolvedState): LbDesiredState {
+  return {
+    frontends: state.frontends.map((f) => ({
+      serviceId: f.id, family: f.family, addr: f.addr, port: f.port, proto: f.proto,
+      flags: { maglev: f.maglev, affinity: f.affinityTimeout !== undefined, nodePort: f.kind === 'NodePort', local: f.local },
+      affinityTimeout: f.affinityTimeout ?? 0,
+      backends: f.active,
+    })),
+    backends: state.backends,
+  };
+}
 
 /** Creates the datapath's shared maps (pinned) if they do not exist yet. */
 function ensureSharedMaps(pinDir: string): void {
@@ -64,8 +88,29 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     },
   });
   policy.bind({ records: () => endpoints.records(), setPolicyFlags: (flags) => endpoints.setPolicyFlags(flags) });
+
+  // Services: socket-level load balancing on the cgroup root (it also creates
+  // the pinned lb maps), per-packet load balancing in the endpoint programs,
+  // both reading the maps the service manager writes.
+  const socketLb = attachSocketLb({ pinDir, ...(cfg.cgroupRoot ? { cgroupPath: cfg.cgroupRoot } : {}) });
+  log.info({ cgroup: socketLb.cgroupPath }, 'socket load balancing attached');
+  const lbWriter = LbMapWriter.open(pinDir, { maglevTableSize: cfg.maglevTableSize });
+  const [portFirst, portLast] = cfg.nodePortRange.split('-').map(Number) as [number, number];
+  const services = new ServiceManager({
+    stateDir: cfg.stateDir, serviceCidrs: cfg.serviceCidr, nodePortRange: [portFirst, portLast],
+    endpoints: () => endpoints.records().map((r) => ({ name: r.name, namespace: r.namespace, labels: r.labels, ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) })),
+    nodeAddresses: () => nodeAddresses(routerAddresses),
+    datapath: { write: (state) => { lbWriter.apply(toLbState(state)); } },
+  });
+  endpoints.onChange(() => {
+    try {
+      services.resync();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'updating service backends failed');
+    }
+  });
   endpoints.restore();
-  log.info({ endpoints: endpoints.count, router: endpoints.router, policies: policy.repo.list().length }, 'restored endpoints and policy');
+  log.info({ endpoints: endpoints.count, router: endpoints.router, policies: policy.repo.list().length, services: services.list().length }, 'restored endpoints, policy and services');
 
   // Conntrack garbage collection: expired entries out of the map.
   const ct = ctMap(pinDir);
@@ -108,6 +153,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
     flows: (({ flows: _f, policyVerdicts: _p, ...figures }) => figures)(flows.stats()),
     policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
+    services: { services: services.list().length, frontends: services.state.frontends.length, backends: services.state.backends.length, socketLb: socketLb.cgroupPath },
     bpffsRoot: cfg.bpffsRoot,
   });
   /** Timers off and map/ring handles closed (the pinned datapath itself keeps running). */
@@ -116,13 +162,17 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     clearInterval(ctTimer);
     ct.close();
     policy.close();
+    lbWriter.close();
     metrics.close();
     await ring.stop();
     ring.close();
   };
   let api: Awaited<ReturnType<typeof serveApi>>;
   try {
-    const routes = addPolicyRoutes(agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), { policy, endpoints, pinDir });
+    const routes = addServiceRoutes(
+      addPolicyRoutes(agentRoutes({ nodeName: cfg.nodeName, endpoints, flows, status }), { policy, endpoints, pinDir, services }),
+      services, () => readLbState(pinDir),
+    );
     api = await serveApi(cfg.apiSocket, routes, (err) => log.error({ err: err.message, stack: err.stack }, 'API handler failed'));
   } catch (err) {
     await releaseDatapath();

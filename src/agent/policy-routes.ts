@@ -12,6 +12,7 @@ import { CT_FLAGS } from '../datapath/codecs/conntrack.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { parsePolicyDocuments } from '../policy/parse.js';
 import { ManifestError } from '../k8s/manifest.js';
+import type { ServiceManager, ServicePlan } from '../service/manager.js';
 import { parseTracePort, tracePolicy, type TraceParty } from '../policy/trace.js';
 import { ReservedIdentity, type Entity, type PolicyKind } from '../policy/types.js';
 
@@ -19,6 +20,20 @@ export interface PolicyRouteContext {
   policy: PolicyEngine;
   endpoints: EndpointManager;
   pinDir: string;
+  /** Services and EndpointSlices in the same apply/delete (absent: reported as unsupported). */
+  services?: ServiceManager;
+}
+
+/** Checks the services of an apply or delete; a bad one fails the whole request before anything changes. */
+function prepareServices(ctx: PolicyRouteContext, change: Parameters<ServiceManager['prepare']>[0]): ServicePlan | undefined {
+  const any = (change.services?.length ?? 0) + (change.slices?.length ?? 0) + (change.deletes?.length ?? 0) > 0;
+  if (!any || !ctx.services) return undefined;
+  try {
+    return ctx.services.prepare(change);
+  } catch (err) {
+    if (err instanceof ManifestError) throw new ApiError(400, 'INVALID_SERVICE', `${err.problems.join('; ')} (nothing was changed)`);
+    throw new ApiError(400, 'INVALID_SERVICE', `${(err as Error).message} (nothing was changed)`);
+  }
 }
 
 /** Turns the policy stores' coded errors into API errors. */
@@ -68,7 +83,7 @@ function parseBody<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, body: unknown
 }
 
 /** Parses every file; all problems of all files in one error (nothing is applied then). */
-function parseDocuments(body: unknown): ReturnType<typeof parsePolicyDocuments> {
+function parseDocuments(body: unknown, servicesHandled: boolean): ReturnType<typeof parsePolicyDocuments> {
   const { files } = parseBody(documentsBody, body, 'invalid request');
   const out: ReturnType<typeof parsePolicyDocuments> = { policies: [], namespaces: [], services: [], slices: [], unsupported: [] };
   const problems: string[] = [];
@@ -86,6 +101,11 @@ function parseDocuments(body: unknown): ReturnType<typeof parsePolicyDocuments> 
     }
   }
   if (problems.length) throw new ApiError(400, 'INVALID_POLICY', `${problems.join('; ')} (nothing was changed)`);
+  if (!servicesHandled) {
+    for (const r of [...out.services, ...out.slices]) out.unsupported.push(`${r.kind} ${r.namespace}/${r.name}: services are not handled by this agent`);
+    out.services = [];
+    out.slices = [];
+  }
   return out;
 }
 
@@ -150,7 +170,8 @@ export function addPolicyRoutes(router: Router, ctx: PolicyRouteContext): Router
   };
   return router
     .add('POST', '/v1/apply', (req) => {
-      const docs = parseDocuments(req.body);
+      const docs = parseDocuments(req.body, ctx.services !== undefined);
+      const servicePlan = prepareServices(ctx, { services: docs.services, slices: docs.slices });
       // What this apply replaces, to put back if writing the datapath fails (e.g. a full map).
       const before = docs.policies.map((p) => policy.repo.get(p.kind, p.name, p.namespace)?.policy);
       const nsBefore = docs.namespaces.map((n) => ({ name: n.name, labels: policy.namespaces.list().find((x) => x.name === n.name)?.labels }));
@@ -164,6 +185,7 @@ export function addPolicyRoutes(router: Router, ctx: PolicyRouteContext): Router
       let sync;
       try {
         sync = policy.sync();
+        if (servicePlan) ctx.services?.commit(servicePlan);
       } catch (err) {
         const created = docs.policies.filter((_, i) => before[i] === undefined);
         policy.repo.delete(created.map((p) => ({ kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}) })));
@@ -174,17 +196,37 @@ export function addPolicyRoutes(router: Router, ctx: PolicyRouteContext): Router
           else policy.namespaces.delete(n.name);
         }
         policy.sync();
-        throw new ApiError(500, 'DATAPATH_WRITE_FAILED', `the datapath could not take this policy (${(err as Error).message}); nothing was applied`);
+        throw new ApiError(500, 'DATAPATH_WRITE_FAILED', `the datapath could not take this change (${(err as Error).message}); nothing was applied`);
       }
       const notEnforced = docs.policies.filter((p) => p.notEnforced.length).map((p) => ({ policy: `${p.kind}/${p.namespace ? `${p.namespace}/` : ''}${p.name}`, notes: p.notEnforced }));
-      return { ...result, namespaces, unsupported: docs.unsupported, notEnforced, revision: sync.revision };
+      return {
+        created: [...(result?.created ?? []), ...(servicePlan?.created ?? [])],
+        configured: [...(result?.configured ?? []), ...(servicePlan?.updated ?? [])],
+        unchanged: [...(result?.unchanged ?? []), ...(servicePlan?.unchanged ?? [])],
+        namespaces, unsupported: docs.unsupported, notEnforced, warnings: servicePlan?.warnings ?? [], revision: sync.revision,
+      };
     })
     .add('POST', '/v1/delete', (req) => {
-      const docs = parseDocuments(req.body);
+      const docs = parseDocuments(req.body, ctx.services !== undefined);
+      const refs = [...docs.services, ...docs.slices].map((r) => ({ kind: r.kind, name: r.name, namespace: r.namespace }));
+      const servicePlan = prepareServices(ctx, { deletes: refs });
+      if (servicePlan) {
+        try {
+          ctx.services?.commit(servicePlan);
+        } catch (err) {
+          throw new ApiError(500, 'DATAPATH_WRITE_FAILED', `the datapath could not take this change (${(err as Error).message}); nothing was deleted`);
+        }
+      }
       const result = policy.deletePolicies(docs.policies.map((p) => ({ kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}) })));
       const namespaces = docs.namespaces.filter((n) => policy.namespaces.delete(n.name)).map((n) => n.name);
       if (namespaces.length) policy.sync();
-      return { ...result, namespaces, unsupported: docs.unsupported };
+      const serviceKeys = refs.map((r) => `${r.kind}/${r.namespace}/${r.name}`);
+      const deletedServices = servicePlan?.deleted ?? [];
+      return {
+        deleted: [...result.deleted, ...deletedServices],
+        notFound: [...result.notFound, ...serviceKeys.filter((k) => !deletedServices.includes(k))],
+        namespaces, unsupported: docs.unsupported,
+      };
     })
     .add('GET', '/v1/policies', () => policy.repo.list().map(({ id, policy: p }) => ({
       id, kind: p.kind, name: p.name, ...(p.namespace !== undefined ? { namespace: p.namespace } : {}),

@@ -11,6 +11,7 @@ import { registerEndpoint } from './commands/endpoint.js';
 import { registerObserve } from './commands/observe.js';
 import { registerStatus } from './commands/status.js';
 import { registerPolicy } from './commands/policy.js';
+import { registerService } from './commands/service.js';
 
 const program = new Command();
 program
@@ -66,6 +67,7 @@ registerEndpoint(program);
 registerObserve(program);
 registerStatus(program);
 registerPolicy(program, bpf);
+registerService(program, bpf);
 
 async function main(): Promise<void> {
   try {

@@ -93,6 +93,17 @@ export class EndpointManager {
     return run;
   }
 
+  private readonly changeListeners: (() => void)[] = [];
+
+  /** Calls `fn` after each change of the endpoint set (created, deleted, restored). */
+  onChange(fn: () => void): void {
+    this.changeListeners.push(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.changeListeners) fn();
+  }
+
   private save(): void {
     this.store.save({ version: 1, endpoints: [...this.endpoints.values()].sort((a, b) => a.id - b.id) });
   }
@@ -305,6 +316,7 @@ export class EndpointManager {
       this.save();
       undo.clear();
       log.info({ endpoint: record.name, id, ipv4: record.ipv4, ipv6: record.ipv6, hostIfname }, 'endpoint created');
+      this.changed();
       return this.status(record);
     } catch (err) {
       undo.run((e) => log.warn({ err: e.message, endpoint: req.name }, 'undo step failed'));
@@ -329,6 +341,7 @@ export class EndpointManager {
         policy.forgetConnections([r.ipv4, r.ipv6].filter((x): x is string => !!x));
       }
       this.opts.log.info({ endpoint: name, id: r.id }, 'endpoint deleted');
+      this.changed();
       return { deleted: name };
     });
   }
@@ -369,6 +382,7 @@ export class EndpointManager {
       }
     }
     this.save();
+    this.changed();
   }
 
   private repair(r: EndpointRecord): void {

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createCgroup, type TestCgroup } from './cgroup.js';
 import { spawnAgent } from '../../src/agent/process.js';
 
 /** The compiled CLI entry point (dist/src/cli/main.js). */
@@ -41,6 +42,8 @@ export class TestAgent {
   private logText = '';
   /** The http address the agent printed (`http://127.0.0.1:PORT`). */
   url = '';
+  /** The agent's own cgroup root (socket load balancing applies to processes in it, e.g. `waggle exec`). */
+  readonly cgroup: TestCgroup | undefined;
 
   constructor(opts: AgentOptions = {}) {
     const n = counter++;
@@ -49,8 +52,11 @@ export class TestAgent {
     this.apiSocket = join(this.dir, 'api.sock');
     const octet = 100 + ((process.pid + n) % 100);
     this.podCidrs = opts.podCidrs ?? [`10.199.${octet}.0/24`, `fd99:${octet.toString(16)}::/64`];
+    // Its own cgroup root when running as root, so its socket hooks touch only its processes.
+    this.cgroup = process.getuid?.() === 0 ? createCgroup('waggle-agent') : undefined;
     this.flags = [
       '--node-name', this.nodeName,
+      ...(this.cgroup ? ['--cgroup-root', this.cgroup.path] : []),
       '--state-dir', join(this.dir, 'state'),
       '--bpffs-root', join(this.dir, 'bpffs'),
       '--api-socket', this.apiSocket,
@@ -120,6 +126,7 @@ export class TestAgent {
     await this.stop();
     const r = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...this.flags], { encoding: 'utf8', timeout: 120_000 });
     rmSync(this.dir, { recursive: true, force: true });
+    this.cgroup?.remove();
     if (r.status !== 0) throw new Error(`waggle agent --cleanup failed: ${r.stderr}`);
   }
 }

@@ -77,10 +77,17 @@ export function registerEndpoint(program: Command): void {
   apiOption(program.command('exec')
     .argument('<name>', 'endpoint')
     .argument('<command...>', 'command and arguments (after --)')
-    .description('run a command inside an endpoint\'s network namespace'))
+    .description('run a command inside an endpoint\'s network namespace, in the agent\'s cgroup (so service addresses are balanced at connect time)'))
     .action(async (name: string, command: string[], opts: { apiSocket?: string }) => {
-      const e = await call<EndpointStatus>(apiSocketPath(opts.apiSocket), 'GET', `/v1/endpoints/${encodeURIComponent(name)}`);
-      const child = spawn('nsenter', [`--net=${e.netnsPath}`, '--', ...command], { stdio: 'inherit' });
+      const socket = apiSocketPath(opts.apiSocket);
+      const e = await call<EndpointStatus>(socket, 'GET', `/v1/endpoints/${encodeURIComponent(name)}`);
+      const status = await call<{ services?: { socketLb?: string } }>(socket, 'GET', '/v1/status');
+      const cgroup = status.services?.socketLb;
+      // The shell joins the cgroup, then becomes nsenter (same PID), which becomes the command.
+      const args = cgroup
+        ? ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec nsenter "$@"', 'waggle-exec', cgroup, `--net=${e.netnsPath}`, '--', ...command]
+        : ['-c', 'exec nsenter "$@"', 'waggle-exec', `--net=${e.netnsPath}`, '--', ...command];
+      const child = spawn('/bin/sh', args, { stdio: 'inherit' });
       const code = await new Promise<number>((resolve) => {
         child.once('error', (err) => { process.stderr.write(`waggle: cannot run nsenter: ${err.message}\n`); resolve(1); });
         child.once('exit', (c, sig) => resolve(c ?? (sig ? 128 : 1)));
