@@ -26,11 +26,17 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   assert.match(r.stdout, new RegExp(`${prefix}-outsider tries again: no answer \\(timed out\\)`));
   assert.match(r.stdout, new RegExp(`demo/${prefix}-outsider \\(10\\.201\\.0\\.\\d+:\\d+\\) -> ${web} \\(10\\.201\\.0\\.\\d+:8080\\) drop DROPPED \\(POLICY_DENIED\\)`));
   assert.match(r.stdout, /waggle policy trace .*: DENIED/);
+  // The service step: a ClusterIP balanced over both web endpoints, the client's peer is the service address.
+  const svc = new RegExp(`${prefix}-client-1 opens 16 connections to http://(10\\.96\\.0\\.\\d+)/: answered by (.*); the peer its sockets saw: (\\S+) `).exec(r.stdout);
+  assert.ok(svc, `service step:\n${r.stdout}`);
+  assert.match(svc[2]!, new RegExp(`${prefix}-web ×\\d+`));
+  assert.match(svc[2]!, new RegExp(`${prefix}-web-2 ×\\d+`));
+  assert.equal(svc[3], `${svc[1]}:80`);
   const netnsAfter = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
   assert.ok(!netnsAfter.includes(prefix), `namespaces left behind:\n${netnsAfter}`);
   assert.equal(netnsAfter.split('\n').filter((l) => l.includes(prefix)).length, netnsBefore.split('\n').filter((l) => l.includes(prefix)).length);
   const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
-  for (const name of ['web', 'client-1', 'client-2', 'outsider']) {
+  for (const name of ['web', 'web-2', 'client-1', 'client-2', 'outsider']) {
     const ifname = hostIfnameFor('demo-node', `${prefix}-${name}`);
     assert.ok(!links.includes(`${ifname}@`), `veth ${ifname} of ${prefix}-${name} left behind`);
   }

@@ -36,11 +36,39 @@ export interface DemoOptions {
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const HTTP_PORT = 8080;
 
-const serverScript = `
+const serverScript = (name: string): string => `
 const http = require('http');
 let n = 0;
-http.createServer((req, res) => { n++; res.end('hello from web, request ' + n + '\\n'); })
+http.createServer((req, res) => { n++; res.end('hello from ${name}, request ' + n + '\\n'); })
   .listen(${HTTP_PORT}, '::', () => console.log('ready'));`;
+
+/** A ClusterIP Service in front of every app=web endpoint. */
+const demoService = (namespace: string): string => `apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: ${namespace}
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: ${HTTP_PORT}
+`;
+
+/** Calls http://VIP/ n times (a new connection each) and prints who answered and the peer address its socket saw. */
+const serviceProbeScript = (vip: string, n: number): string => `
+const net = require('net');
+const counts = {}; const peers = new Set();
+const one = () => new Promise((done) => {
+  const s = net.connect(80, '${vip}', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+  let d = '';
+  s.on('data', (x) => { d += x; });
+  s.on('end', () => { peers.add(s.remoteAddress + ':' + s.remotePort); const m = /hello from (\\S+),/.exec(d); const who = m ? m[1] : '?'; counts[who] = (counts[who] || 0) + 1; done(); });
+  s.on('error', (e) => { counts['error ' + e.code] = (counts['error ' + e.code] || 0) + 1; done(); });
+});
+(async () => { for (let i = 0; i < ${n}; i++) await one(); console.log(JSON.stringify({ counts, peers: [...peers] })); })();`;
 
 /** Only endpoints labelled app=client may reach the web server, on its HTTP port. */
 const demoPolicy = (namespace: string): string => `apiVersion: cilium.io/v2
@@ -120,15 +148,16 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     out(`  agent ready; the web UI (live service map and flows) at ${url}/ and Prometheus metrics at ${url}/metrics`);
     if (opts.durationSeconds > 0) out('  (open the UI now to watch; `waggle demo --duration 0` keeps everything running until Ctrl-C)');
 
-    const names = { web: `${opts.prefix}-web`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2`, outsider: `${opts.prefix}-outsider` };
+    const names = { web: `${opts.prefix}-web`, web2: `${opts.prefix}-web-2`, c1: `${opts.prefix}-client-1`, c2: `${opts.prefix}-client-2`, outsider: `${opts.prefix}-outsider` };
     const create = (name: string, labels: Record<string, string>): Promise<EndpointStatus> =>
       call<EndpointStatus>(socket, 'POST', '/v1/endpoints', { name, namespace: 'demo', labels });
-    out('▶ creating four endpoints (a network namespace and a veth each, the shared eBPF programs attached)');
+    out('▶ creating five endpoints (a network namespace and a veth each, the shared eBPF programs attached)');
     const web = await create(names.web, { app: 'web', tier: 'frontend' });
+    const web2 = await create(names.web2, { app: 'web', tier: 'frontend' });
     const c1 = await create(names.c1, { app: 'client' });
     const c2 = await create(names.c2, { app: 'client' });
     const outsider = await create(names.outsider, { app: 'outsider' });
-    for (const e of [web, c1, c2, outsider]) out(`  ${e.name.padEnd(24)} ID ${String(e.id).padEnd(3)} ${e.ipv4 ?? ''}  ${e.ipv6 ?? ''}  labels ${Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(',')}`);
+    for (const e of [web, web2, c1, c2, outsider]) out(`  ${e.name.padEnd(24)} ID ${String(e.id).padEnd(3)} ${e.ipv4 ?? ''}  ${e.ipv6 ?? ''}  labels ${Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(',')}`);
 
     out('▶ flows as they happen (waggle observe --follow; ARP and neighbour discovery not shown):');
     let hidden = 0;
@@ -143,12 +172,14 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       children.push(child);
       return child;
     };
-    const server = inNs(web, serverScript);
-    await new Promise<void>((resolve, reject) => {
-      server.stdout?.once('data', () => resolve());
-      server.once('exit', (code) => reject(new Error(`the web server exited (${code})`)));
-    });
-    out(`  (an HTTP server listens in ${web.name}; ${c1.name} calls it over IPv4, ${c2.name} over IPv6)`);
+    for (const w of [web, web2]) {
+      const server = inNs(w, serverScript(w.name));
+      await new Promise<void>((resolve, reject) => {
+        server.stdout?.once('data', () => resolve());
+        server.once('exit', (code) => reject(new Error(`the web server in ${w.name} exited (${code})`)));
+      });
+    }
+    out(`  (HTTP servers listen in ${web.name} and ${web2.name}; ${c1.name} calls ${web.name} over IPv4, ${c2.name} over IPv6)`);
     if (web.ipv4) inNs(c1, clientScript(web.ipv4, 700));
     if (web.ipv6) inNs(c2, clientScript(web.ipv6, 900));
 
@@ -171,6 +202,23 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       out(`▶ ${outsider.name} tries again: ${await runProbe(outsider)} (the clients keep working)`);
       const trace = await call<{ verdict: string; ingress?: { reason: string } }>(socket, 'POST', '/v1/policy/trace', { from: { endpoint: outsider.name }, to: { endpoint: web.name }, dport: `${HTTP_PORT}/tcp` });
       out(`▶ waggle policy trace --from-endpoint ${outsider.name} --to-endpoint ${web.name} --dport ${HTTP_PORT}/tcp: ${trace.verdict.toUpperCase()} (${trace.ingress?.reason === 'no-rule' ? 'web is selected by a policy and no rule allows the outsider' : trace.ingress?.reason ?? ''})`);
+
+      out('▶ waggle apply -f web-service.yaml: a ClusterIP Service "web" in front of every app=web endpoint (port 80 → 8080)');
+      await call(socket, 'POST', '/v1/apply', { files: [{ text: demoService('demo'), source: 'web-service.yaml' }] });
+      const svc = await call<{ clusterIPs: string[]; frontends: { backends: { address: string }[] }[] }>(socket, 'GET', '/v1/services/demo/web');
+      const vip = svc.clusterIPs[0] as string;
+      out(`  service demo/web: ClusterIP ${vip}, backends ${[...new Set(svc.frontends.flatMap((f) => f.backends.map((b) => b.address)))].join(', ')}`);
+      const probe = inNs(c1, serviceProbeScript(vip, 16));
+      let text = '';
+      probe.stdout?.on('data', (d: Buffer) => { text += d.toString(); });
+      await new Promise<void>((resolve) => probe.once('exit', () => resolve()));
+      try {
+        const r = JSON.parse(text) as { counts: Record<string, number>; peers: string[] };
+        out(`▶ ${c1.name} opens 16 connections to http://${vip}/: answered by ${Object.entries(r.counts).map(([k, v]) => `${k} ×${v}`).join(', ')}; the peer its sockets saw: ${r.peers.join(', ')} (balanced at connect time in eBPF, no per-packet NAT)`);
+      } catch {
+        out(`✗ the service probe said: ${text.trim() || 'nothing'}`);
+        ok = false;
+      }
     }
     await sleep(seconds > 0 ? (seconds * 1000) / 2 : 2 ** 31 - 1, stop.signal);
 
