@@ -12,6 +12,7 @@ import { ipcacheKey, ipcacheValue } from './ipcache.js';
 import { policyKeyRaw, policyState, policyValue } from './policy.js';
 import { ctEntry, ctKey } from './conntrack.js';
 import { lxcConfig } from './lxc-config.js';
+import { lbAffinity, lbAffinityKey, lbBackend, lbService, lbServiceKey } from './lb.js';
 
 export interface SharedStruct {
   /** The header in bpf/include/ that defines the struct. */
@@ -36,6 +37,11 @@ export const sharedStructs: readonly SharedStruct[] = [
   { header: 'policy.h', object: 'lxc', codec: policyState as StructCodec<object> },
   { header: 'conntrack.h', object: 'lxc', codec: ctKey as StructCodec<object> },
   { header: 'conntrack.h', object: 'lxc', codec: ctEntry as StructCodec<object> },
+  { header: 'lb.h', object: 'lb_test', codec: lbServiceKey as StructCodec<object> },
+  { header: 'lb.h', object: 'lb_test', codec: lbService as StructCodec<object> },
+  { header: 'lb.h', object: 'lb_test', codec: lbBackend as StructCodec<object> },
+  { header: 'lb.h', object: 'lb_test', codec: lbAffinityKey as StructCodec<object> },
+  { header: 'lb.h', object: 'lb_test', codec: lbAffinity as StructCodec<object> },
 ];
 
 export * from './counter.js';
@@ -47,3 +53,4 @@ export * from './lxc-config.js';
 export * from './ipcache.js';
 export * from './policy.js';
 export * from './conntrack.js';
+export * from './lb.js';
