@@ -27,11 +27,27 @@
  * other addresses. Established and reply packets pass on their conntrack
  * entry unless the policy revision moved since it was checked.
  *
+ * Service load balancing per packet (bpf/lib/lb_xlate.h) serves what the
+ * socket programs cannot see (processes outside the agent's cgroup). In
+ * from_endpoint, after anti-spoofing, a TCP/UDP packet to a service frontend
+ * is translated to the connection's backend (DNAT, kept in `lb_nat`) before
+ * anything else: the destination lookup, conntrack and policy all see the
+ * backend, so conntrack tracks the translated tuple and policy decides on the
+ * backend's identity and port; the entry is marked CT_F_SERVICE. A reply is
+ * matched by conntrack on that same translated tuple (backend -> client, a
+ * reply: it passes as one), and only then, when its entry is so marked, is
+ * its source rewritten back to the service (`lb_rev_nat`): in from_endpoint
+ * when the backend is local, in to_endpoint when the reply came from the
+ * stack. Hairpin (a client that is its own backend) gets the service
+ * address as source as well, and its reply goes back into the client.
+ *
  * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
- * of the destination, one or two conntrack lookups, a per-CPU counter; a new
+ * of the destination, one service lookup (TCP/UDP from an endpoint), one or
+ * two conntrack lookups, a per-CPU counter; a service packet adds the
+ * `lb_nat` and `lb_backends` lookups, its reply one `lb_rev_nat` lookup; a new
  * connection adds hash and trie lookups that do not depend on the number of
- * rules. Headers are pulled into the linear area only when they are not
- * there already.
+ * rules, services or backends. Headers are pulled into the linear area only
+ * when they are not there already.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -52,6 +68,7 @@
 #include "policy_verdict.h"
 #include "ct.h"
 #include "lxc_config.h"
+#include "lb_xlate.h"
 
 BTF_EXPORT(struct flow_event, flow_event);
 
@@ -235,13 +252,22 @@ static __always_inline int ct_recheck(struct pkt_info *pi, struct ct_entry *e, c
 {
 	struct endpoint_info *s = lookup_endpoint(key->family, key->saddr);
 	struct endpoint_info *d = lookup_endpoint(key->family, key->daddr);
-	__u32 src_ep = s ? s->endpoint_id : 0, dst_ep = d ? d->endpoint_id : 0;
-	__u32 src_flags = s ? s->flags : 0, dst_flags = d ? d->flags : 0;
-	__u32 src_id = s ? s->identity : ipcache_identity(key->family, key->saddr);
-	__u32 dst_id = d ? d->identity : ipcache_identity(key->family, key->daddr);
+	__u32 src_ep, dst_ep, src_flags, dst_flags, src_id, dst_id;
 	__u8 echo_type = key->proto == IPPROTO_ICMP ? 8 : 128;
 	__u16 port = key->proto == IPPROTO_ICMP || key->proto == IPPROTO_ICMPV6 ? (__u16)echo_type << 8 : key->dport;
 	int ret;
+
+	/* A hairpin connection's source is the service address; its real
+	 * source is the destination endpoint itself. */
+	if (!s && d && (e->flags & CT_F_SERVICE) &&
+	    lb_nat_is_hairpin(key->family, key->proto, key->saddr, key->daddr, key->sport, key->dport))
+		s = d;
+	src_ep = s ? s->endpoint_id : 0;
+	dst_ep = d ? d->endpoint_id : 0;
+	src_flags = s ? s->flags : 0;
+	dst_flags = d ? d->flags : 0;
+	src_id = s ? s->identity : ipcache_identity(key->family, key->saddr);
+	dst_id = d ? d->identity : ipcache_identity(key->family, key->daddr);
 
 	pi->src_identity = src_id;
 	pi->dst_identity = dst_id;
@@ -267,13 +293,14 @@ static __always_inline int ct_recheck(struct pkt_info *pi, struct ct_entry *e, c
  * looked up in the ipcache when needed; the flags are the endpoints'
  * ENDPOINT_F_POLICY_*. Established and reply packets pass on
  * their conntrack entry; a new connection needs the policy to allow it and
- * gets an entry. `*report` says whether to emit a trace event (-1: no
- * conntrack state, the caller aggregates with flow_seen). Returns
- * CTP_CONTINUE or the program's verdict for a dropped packet. */
+ * gets an entry (marked CT_F_SERVICE when service translation opened it).
+ * `*report` says whether to emit a trace event (-1: no conntrack state, the
+ * caller aggregates with flow_seen); `*ct_flags` gets the entry's flags.
+ * Returns CTP_CONTINUE or the program's verdict for a dropped packet. */
 static __always_inline int conntrack_and_policy(struct __sk_buff *skb, struct pkt_info *pi,
 						__u32 src_ep, __u32 src_identity, __u32 src_flags,
 						__u32 dst_ep, __u32 dst_identity, __u32 dst_flags,
-						int *report)
+						int *report, __u32 *ct_flags)
 {
 	__u16 port = policy_port(pi->proto, pi->dport, pi->icmp_type, pi->icmp_code);
 	__u32 revision = policy_revision();
@@ -318,6 +345,7 @@ static __always_inline int conntrack_and_policy(struct __sk_buff *skb, struct pk
 		}
 		pi->flags |= FLOW_F_REPLY_KNOWN | (reply ? FLOW_F_IS_REPLY : 0);
 		*report = ct_update(e, pi, reply, skb->len, now);
+		*ct_flags = e->flags;
 		return CTP_CONTINUE;
 	}
 	if (pi->proto == IPPROTO_TCP && !tcp_can_open(pi->tcp_flags)) {
@@ -329,9 +357,37 @@ static __always_inline int conntrack_and_policy(struct __sk_buff *skb, struct pk
 	if (ret)
 		return drop_policy(skb, pi, ret, src_ep, dst_ep);
 	ct_create(&key, pi, revision, skb->len, now);
+	if (pi->flags & FLOW_F_TRANSLATED) {
+		e = bpf_map_lookup_elem(&ct, &key);
+		if (e)
+			e->flags |= CT_F_SERVICE;
+	}
 	pi->flags |= FLOW_F_REPLY_KNOWN;
 	*report = 1;
 	return CTP_CONTINUE;
+}
+
+/* The two ends of a packet for conntrack_and_policy_call(), and what it
+ * found: whether to report, the conntrack entry's flags (0: none). */
+struct ctp_ends {
+	__u32 src_ep;
+	__u32 src_identity;
+	__u32 src_flags;
+	__u32 dst_ep;
+	__u32 dst_identity;
+	__u32 dst_flags;
+	int report;
+	__u32 ct_flags;
+};
+
+/* conntrack_and_policy() as a BPF subprogram (the arguments in `ends`): its
+ * keys and entries live in its own stack frame, so the inlined frame of the
+ * calling program stays small enough for the other subprograms it calls
+ * (service translation) within the 512-byte stack. */
+static __noinline int conntrack_and_policy_call(struct __sk_buff *skb, struct pkt_info *pi, struct ctp_ends *ends)
+{
+	return conntrack_and_policy(skb, pi, ends->src_ep, ends->src_identity, ends->src_flags, ends->dst_ep,
+				    ends->dst_identity, ends->dst_flags, &ends->report, &ends->ct_flags);
 }
 
 /* TTL - 1 with the header checksum updated in place, as the kernel's
@@ -393,18 +449,35 @@ static __always_inline int forward_ipv6(struct __sk_buff *skb, struct pkt_info *
 	return bpf_redirect_peer(ifindex, 0);
 }
 
-/* After anti-spoofing: conntrack and policy, then into the local destination
- * endpoint `dst` (redirected into its namespace) or to the node's stack. */
+/* After anti-spoofing and service translation: conntrack and policy, the
+ * reverse translation of a reply, then into the local destination endpoint
+ * `dst` (redirected into its namespace) or to the node's stack. */
 static __always_inline int deliver_from_endpoint(struct __sk_buff *skb, struct pkt_info *pi,
 						 const struct lxc_config *cfg, const struct endpoint_info *dst)
 {
-	__u32 dst_ep = dst ? dst->endpoint_id : 0;
-	int report = 0, ret;
+	struct ctp_ends ends = {
+		.src_ep = cfg->endpoint_id,
+		.src_identity = cfg->identity,
+		.src_flags = cfg->flags,
+		.dst_ep = dst ? dst->endpoint_id : 0,
+		.dst_identity = dst ? dst->identity : 0,
+		.dst_flags = dst ? dst->flags : 0,
+	};
+	int report, ret;
 
-	ret = conntrack_and_policy(skb, pi, cfg->endpoint_id, cfg->identity, cfg->flags, dst_ep,
-				   dst ? dst->identity : 0, dst ? dst->flags : 0, &report);
+	ret = conntrack_and_policy_call(skb, pi, &ends);
 	if (ret != CTP_CONTINUE)
 		return ret;
+	report = ends.report;
+	/* The reply of a translated connection: its source back to the service. */
+	if ((pi->flags & FLOW_F_IS_REPLY) && (ends.ct_flags & CT_F_SERVICE)) {
+		ret = lb_nat_reverse(skb, pi);
+		if (ret >= DROP_INVALID_SOURCE_MAC)
+			return drop(skb, pi, ret);
+		/* A hairpin reply goes back into the endpoint it came from. */
+		if (ret == LB_REV_HAIRPIN)
+			dst = lookup_endpoint(pi->family, pi->saddr);
+	}
 	if (dst) {
 		if (pi->family == FLOW_FAMILY_IPV4)
 			return forward_ipv4(skb, pi, dst, report);
@@ -425,6 +498,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 	struct iphdr *ip = data + ETH_HLEN;
 	struct endpoint_info *dst;
 	__be32 saddr, daddr;
+	int ret;
 
 	if ((void *)(ip + 1) > data_end)
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
@@ -432,9 +506,12 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 	if (ip->version != 4 || ip->ihl < 5)
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
 	saddr = ip->saddr;
-	daddr = ip->daddr;
 	if (saddr != cfg->ipv4 || cfg->ipv4 == 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
+	ret = lb_nat_forward(skb, pi);
+	if (ret)
+		return drop(skb, pi, ret);
+	__builtin_memcpy(&daddr, pi->daddr, 4);
 	dst = lookup_endpoint4(daddr);
 	return deliver_from_endpoint(skb, pi, cfg, dst);
 }
@@ -450,6 +527,37 @@ static __always_inline int icmp6_link_control(const struct pkt_info *pi)
 	return (pi->icmp_type >= 130 && pi->icmp_type <= 137) || pi->icmp_type == 143;
 }
 
+/* answer_router_ns(): the solicitation is not for the router address. */
+#define NS_NOT_FOR_ROUTER (-1)
+
+/* A neighbor solicitation (IPv6 header and ICMPv6 type already checked):
+ * answered with a neighbor advertisement when it asks for the router
+ * address. A BPF subprogram: its headers and byte-wise address compares stay
+ * out of the program's own stack frame. Returns the program's verdict or
+ * NS_NOT_FOR_ROUTER. */
+static __noinline int answer_router_ns(struct __sk_buff *skb, struct pkt_info *pi,
+				       const struct lxc_config *cfg, int own_src)
+{
+	void *data = pkt_data(skb), *data_end = pkt_end(skb);
+	struct ethhdr *eth = data;
+	struct ndp_ns *ns = data + ETH_HLEN + sizeof(struct ipv6hdr);
+	__u8 req_mac[ETH_ALEN];
+	__u8 ns_src[16];
+
+	if ((void *)(ns + 1) > data_end)
+		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
+	if (!ipv6_eq_const(ns->target, router_ipv6) || ipv6_is_unspecified(ns->target))
+		return NS_NOT_FOR_ROUTER;
+	if (!own_src && !ipv6_is_link_local(pi->saddr) && !ipv6_is_unspecified(pi->saddr))
+		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
+	__builtin_memcpy(req_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(ns_src, pi->saddr, 16);
+	if (ndp_reply_na(skb, req_mac, ns_src, router_ipv6, cfg->host_mac) < 0)
+		return drop(skb, pi, DROP_ERROR_WRITING_TO_PACKET);
+	metrics_count(REASON_FORWARDED, pi->direction, skb->len);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *pi,
 				       const struct lxc_config *cfg)
 {
@@ -458,7 +566,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	struct endpoint_info *dst;
 	__u8 *l4;
-	int own_src;
+	int own_src, ret;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
@@ -467,26 +575,12 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
 	own_src = ipv6_eq(pi->saddr, cfg->ipv6) && !ipv6_is_unspecified(pi->saddr);
 
-	/* Neighbor solicitation for the router: answer it here. */
+	/* Neighbor solicitation for the router: answered here. */
 	if (l4 && pi->proto == IPPROTO_ICMPV6 && pi->icmp_type == NDP_NS && pi->icmp_code == 0 &&
 	    ip6->nexthdr == IPPROTO_ICMPV6 && ip6->hop_limit == NDP_HOP_LIMIT) {
-		struct ndp_ns *ns = (void *)(ip6 + 1);
-
-		if ((void *)(ns + 1) > data_end)
-			return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
-		if (ipv6_eq_const(ns->target, router_ipv6) && !ipv6_is_unspecified(ns->target)) {
-			__u8 req_mac[ETH_ALEN];
-			__u8 ns_src[16];
-
-			if (!own_src && !ipv6_is_link_local(pi->saddr) && !ipv6_is_unspecified(pi->saddr))
-				return drop(skb, pi, DROP_INVALID_SOURCE_IP);
-			__builtin_memcpy(req_mac, eth->h_source, ETH_ALEN);
-			__builtin_memcpy(ns_src, pi->saddr, 16);
-			if (ndp_reply_na(skb, req_mac, ns_src, router_ipv6, cfg->host_mac) < 0)
-				return drop(skb, pi, DROP_ERROR_WRITING_TO_PACKET);
-			metrics_count(REASON_FORWARDED, pi->direction, skb->len);
-			return bpf_redirect(skb->ifindex, 0);
-		}
+		ret = answer_router_ns(skb, pi, cfg, own_src);
+		if (ret != NS_NOT_FOR_ROUTER)
+			return ret;
 	}
 
 	if (!own_src) {
@@ -505,6 +599,9 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, TRACE_EP_NONE);
 		return TC_ACT_OK;
 	}
+	ret = lb_nat_forward(skb, pi);
+	if (ret)
+		return drop(skb, pi, ret);
 	dst = lookup_endpoint6(pi->daddr);
 	return deliver_from_endpoint(skb, pi, cfg, dst);
 }
@@ -561,12 +658,27 @@ int to_endpoint(struct __sk_buff *skb)
 	/* ARP and link-scope ICMPv6 from the node: plumbing, not workload traffic. */
 	if (pi.family != 0 && !icmp6_link_control(&pi)) {
 		struct endpoint_info *src = lookup_endpoint(pi.family, pi.saddr);
+		struct ctp_ends ends = {
+			.src_ep = src ? src->endpoint_id : 0,
+			.src_identity = src ? src->identity : 0,
+			.src_flags = src ? src->flags : 0,
+			.dst_ep = cfg->endpoint_id,
+			.dst_identity = cfg->identity,
+			.dst_flags = cfg->flags,
+			.report = -1,
+		};
 
-		ret = conntrack_and_policy(skb, &pi, src ? src->endpoint_id : 0, src ? src->identity : 0,
-					   src ? src->flags : 0, cfg->endpoint_id, cfg->identity,
-					   cfg->flags, &report);
+		ret = conntrack_and_policy_call(skb, &pi, &ends);
 		if (ret != CTP_CONTINUE)
 			return ret;
+		report = ends.report;
+		/* The reply of a connection the endpoint made to a service whose
+		 * backend is elsewhere: its source back to the service. */
+		if ((pi.flags & FLOW_F_IS_REPLY) && (ends.ct_flags & CT_F_SERVICE)) {
+			ret = lb_nat_reverse(skb, &pi);
+			if (ret >= DROP_INVALID_SOURCE_MAC)
+				return drop(skb, &pi, ret);
+		}
 	}
 	if (report < 0)
 		trace_forward(skb, &pi, OBS_TO_ENDPOINT, 0, pi.endpoint_id);

@@ -736,8 +736,8 @@ test('agent restart (SIGTERM, start again) in the middle of TCP streams does not
 
   // The second start restored the endpoints and kept the programs that ran.
   const secondLog = agent.log.slice(logBefore).split('\n').filter((l) => l.trim().startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-  const restored = secondLog.find((l) => l.msg === 'restored endpoints and policy');
-  assert.ok(restored, `"restored endpoints and policy" in the second start's log:\n${agent.log.slice(logBefore)}`);
+  const restored = secondLog.find((l) => l.msg === 'restored endpoints, policy and services');
+  assert.ok(restored, `"restored endpoints, policy and services" in the second start's log:\n${agent.log.slice(logBefore)}`);
   assert.equal(restored.endpoints, 2);
   assert.deepEqual(secondLog.filter((l) => Number(l.level) >= 40).map((l) => l.msg), [], 'no warnings or errors on restart');
   const eps = listEndpoints(agent);

@@ -33,6 +33,9 @@ struct ct_key {
 #define CT_F_TX_FIN 0x02       /* FIN in the original direction */
 #define CT_F_RX_FIN 0x04       /* FIN in the reply direction */
 #define CT_F_RST 0x08          /* RST in either direction */
+#define CT_F_SERVICE 0x10      /* opened by a packet the endpoint programs translated to a
+				* service backend (bpf/include/lb_nat.h): its replies are
+				* translated back; the tuple is the translated one */
 
 struct ct_entry {
 	__u64 expires_ns;         /* bpf_ktime_get_ns() after which the entry is dead */

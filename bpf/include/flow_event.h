@@ -40,6 +40,9 @@
 #define FLOW_F_IS_REPLY 0x02     /* the packet belongs to the reply direction of its connection */
 #define FLOW_F_INGRESS 0x04      /* policy verdicts and policy drops: decided by ingress policy */
 #define FLOW_F_EGRESS 0x08       /* ... by egress policy */
+#define FLOW_F_TRANSLATED 0x10   /* service load balancing translated the packet (per-packet
+				  * DNAT, or the reverse on a reply); `line` then holds the
+				  * service ID (lb_service.service_id, low 16 bits) */
 
 /* 96 bytes. Multi-byte numbers are host byte order; addresses network order. */
 struct flow_event {
@@ -54,7 +57,8 @@ struct flow_event {
 	__u32 ingress_cookie;/* the rule of the destination's ingress policy that decided */
 	__u32 pkt_len;       /* skb->len */
 	__u16 drop_reason;   /* drop_reasons.h; 0 for traces */
-	__u16 line;          /* source line of the drop in the program; 0 for traces */
+	__u16 line;          /* source line of the drop in the program; 0 for traces;
+			      * with FLOW_F_TRANSLATED: the service ID instead */
 	__u8 type;           /* FLOW_EVENT_* */
 	__u8 obs_point;      /* OBS_* */
 	__u8 verdict;        /* VERDICT_* */

@@ -93,6 +93,7 @@ struct pkt_info {
 	__u32 dst_identity;
 	__u32 egress_cookie;
 	__u32 ingress_cookie;
+	__u32 service_id;   /* with FLOW_F_TRANSLATED: the service (reported in flow_event.line) */
 };
 
 /* Counts one packet of `len` bytes under (reason, direction). */
@@ -229,7 +230,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt_i
 	e->dst_endpoint = dst_ep;
 	e->pkt_len = skb->len;
 	e->drop_reason = reason;
-	e->line = line;
+	e->line = (pi->flags & FLOW_F_TRANSLATED) ? (__u16)pi->service_id : line;
 	e->type = type;
 	e->obs_point = obs_point;
 	e->verdict = verdict;

@@ -17,6 +17,12 @@
  * pinDir/policy_exact hash: the same for single-port entries (shared)
  * pinDir/policy_state array: the policy revision (shared)
  * pinDir/ct           LRU hash: connection tracking (shared)
+ * pinDir/lb_services  hash: service frontend + slot → service / backend ID (shared with the socket programs)
+ * pinDir/lb_backends  hash: backend ID → address, port, flags (shared with the socket programs)
+ * pinDir/lb_maglev    hash of arrays: service ID → Maglev table (shared with the socket programs)
+ * pinDir/lb_affinity  LRU hash: client + service → backend (sessionAffinity)
+ * pinDir/lb_nat       LRU hash: per-packet translation, original tuple → backend (written by the datapath)
+ * pinDir/lb_rev_nat   LRU hash: per-packet translation, reply tuple → service frontend (written by the datapath)
  * pinDir/lxc_programs/BUILD/from_endpoint   the shared programs, pinned
  * pinDir/lxc_programs/BUILD/to_endpoint
  * pinDir/lxc/ID/from_endpoint   tcx link on endpoint ID's host-side veth ingress
@@ -60,13 +66,17 @@ import {
   OBS_TO_STACK, TCP_FLAGS, VERDICT_DROPPED, VERDICT_FORWARDED, flowEvent, type FlowEvent,
 } from './codecs/flow-event.js';
 import { lxcConfig, type LxcConfig } from './codecs/lxc-config.js';
+import { lbNatEntry, lbNatKey, type LbNatEntry, type LbNatKey } from './codecs/lb-nat.js';
 import { metricsKey, metricsValue, type MetricsKey, type MetricsValue } from './codecs/metrics.js';
 import { dropReasonName } from './drop-reasons.js';
 
 /** The compiled object. */
 export const LXC_OBJECT = 'lxc';
 /** The maps every endpoint's programs share, pinned under `pinDir` by name. */
-export const SHARED_MAPS = ['endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config', 'ipcache', 'policy', 'policy_exact', 'policy_state', 'ct'] as const;
+export const SHARED_MAPS = [
+  'endpoints', 'events', 'metrics', 'flow_seen', 'lxc_config', 'ipcache', 'policy', 'policy_exact', 'policy_state', 'ct',
+  'lb_services', 'lb_backends', 'lb_maglev', 'lb_affinity', 'lb_nat', 'lb_rev_nat',
+] as const;
 /** Default size of the `events` ring buffer (bytes). */
 export const DEFAULT_EVENTS_SIZE = 4 << 20;
 /** The two endpoint programs. */
@@ -531,6 +541,21 @@ export function lxcConfigMap(pinDir: string): BpfMap<number, LxcConfig> {
 /** The shared `endpoints` map pinned under `pinDir`, keyed by IP address text. Close it when done. */
 export function endpointsMap(pinDir: string): BpfMap<string, EndpointInfo> {
   return BpfMap.openPinned(join(pinDir, 'endpoints'), endpointIp, endpointInfo);
+}
+
+/**
+ * The per-packet service translation maps pinned under `pinDir`: `lb_nat`
+ * (original tuple client → frontend ⇒ backend) and `lb_rev_nat` (reply tuple
+ * backend → client ⇒ frontend). The datapath writes them. Close both when done.
+ */
+export function lbNatMaps(pinDir: string): { nat: BpfMap<LbNatKey, LbNatEntry>; revNat: BpfMap<LbNatKey, LbNatEntry> } {
+  const nat = BpfMap.openPinned(join(pinDir, 'lb_nat'), lbNatKey, lbNatEntry);
+  try {
+    return { nat, revNat: BpfMap.openPinned(join(pinDir, 'lb_rev_nat'), lbNatKey, lbNatEntry) };
+  } catch (err) {
+    nat.close();
+    throw err;
+  }
 }
 
 /** The shared per-CPU `metrics` map pinned under `pinDir`. Close it when done. */

@@ -1,10 +1,11 @@
 /**
  * Test-only helpers shared by the endpoint datapath tests (lxc.test.ts,
- * policy.test.ts): crafted Ethernet frames (ARP, IPv4, IPv6, TCP, UDP, ICMP,
- * neighbor solicitation), checksums, the `struct __sk_buff` context for
+ * policy.test.ts, lb.test.ts): crafted Ethernet frames (ARP, IPv4, IPv6, TCP,
+ * UDP, ICMP, neighbor solicitation), checksums (computing and verifying them,
+ * a parser of rewritten frames), the `struct __sk_buff` context for
  * BPF_PROG_TEST_RUN, and draining the events ring.
  */
-import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../bpf/codec.js';
 import type { RingBuffer } from '../bpf/ringbuf.js';
 import { decodeFlowEvent, type DecodedFlowEvent } from './lxc.js';
 
@@ -155,4 +156,93 @@ export function drainEvents(rb: RingBuffer): DecodedFlowEvent[] {
   const out: DecodedFlowEvent[] = [];
   rb.consumeBuffers((b) => out.push(decodeFlowEvent(b)));
   return out;
+}
+
+/** TCP/UDP checksum over the IPv4 pseudo-header; 0 when `l4` (with its checksum in place) is valid. */
+export function ipv4L4Checksum(src: Buffer, dst: Buffer, proto: number, l4: Buffer): number {
+  const ph = Buffer.alloc(12);
+  src.copy(ph, 0);
+  dst.copy(ph, 4);
+  ph[9] = proto;
+  ph.writeUInt16BE(l4.length, 10);
+  return ~onesSum(l4, onesSum(ph)) & 0xffff;
+}
+
+/** Offset of the checksum in a TCP (6) or UDP (17) header. */
+const l4CsumOffset = (proto: number): number => (proto === 6 ? 16 : 6);
+
+/** A copy of the TCP/UDP segment `l4` with its checksum filled in for src → dst (IPv4 or IPv6 by the address text). */
+export function withL4Checksum(src: string, dst: string, proto: number, l4: Buffer): Buffer {
+  const out = Buffer.from(l4);
+  const off = l4CsumOffset(proto);
+  out.writeUInt16BE(0, off);
+  const v6 = src.includes(':');
+  const s = Buffer.from(v6 ? parseIPv6(src) : parseIPv4(src));
+  const d = Buffer.from(v6 ? parseIPv6(dst) : parseIPv4(dst));
+  let sum = v6 ? ipv6L4Checksum(s, d, proto, out) : ipv4L4Checksum(s, d, proto, out);
+  if (sum === 0 && proto === 17) sum = 0xffff;
+  out.writeUInt16BE(sum, off);
+  return out;
+}
+
+/** What {@link parseFrame} reads from an Ethernet + IPv4/IPv6 + TCP/UDP frame. */
+export interface ParsedFrame {
+  ethDst: string;
+  ethSrc: string;
+  version: 4 | 6;
+  src: string;
+  dst: string;
+  proto: number;
+  sport: number;
+  dport: number;
+  /** TTL / hop limit. */
+  ttl: number;
+  /** The IPv4 header checksum verifies (always true for IPv6, which has none). */
+  ipChecksumOk: boolean;
+  /** The TCP/UDP checksum verifies over the pseudo-header (a UDP/IPv4 checksum of 0 means none: true). */
+  l4ChecksumOk: boolean;
+  /** The TCP/UDP checksum field as it is. */
+  l4Checksum: number;
+}
+
+const ipText = (b: Buffer): string => (b.length === 4 ? Array.from(b).join('.') : formatIPv6(new Uint8Array(b)));
+
+/** Parses a frame (no VLAN, no IPv6 extension headers) and verifies its checksums. */
+export function parseFrame(frame: Buffer): ParsedFrame {
+  const type = frame.readUInt16BE(12);
+  const ethDst = macText(frame.subarray(0, 6));
+  const ethSrc = macText(frame.subarray(6, 12));
+  if (type === 0x0800) {
+    const ip = frame.subarray(14);
+    const ihl = ((ip[0] as number) & 0x0f) * 4;
+    const total = ip.readUInt16BE(2);
+    const proto = ip[9] as number;
+    const l4 = ip.subarray(ihl, total);
+    const s = ip.subarray(12, 16);
+    const d = ip.subarray(16, 20);
+    const l4Checksum = l4.readUInt16BE(l4CsumOffset(proto));
+    return {
+      ethDst, ethSrc, version: 4, src: ipText(Buffer.from(s)), dst: ipText(Buffer.from(d)), proto,
+      sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), ttl: ip[8] as number,
+      ipChecksumOk: checksum(ip.subarray(0, ihl)) === 0,
+      l4ChecksumOk: (proto === 17 && l4Checksum === 0) || ipv4L4Checksum(Buffer.from(s), Buffer.from(d), proto, Buffer.from(l4)) === 0,
+      l4Checksum,
+    };
+  }
+  if (type === 0x86dd) {
+    const ip = frame.subarray(14);
+    const proto = ip[6] as number;
+    const l4 = ip.subarray(40, 40 + ip.readUInt16BE(4));
+    const s = Buffer.from(ip.subarray(8, 24));
+    const d = Buffer.from(ip.subarray(24, 40));
+    const l4Checksum = l4.readUInt16BE(l4CsumOffset(proto));
+    return {
+      ethDst, ethSrc, version: 6, src: ipText(s), dst: ipText(d), proto,
+      sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), ttl: ip[7] as number,
+      ipChecksumOk: true,
+      l4ChecksumOk: ipv6L4Checksum(s, d, proto, Buffer.from(l4)) === 0,
+      l4Checksum,
+    };
+  }
+  throw new Error(`not an IP frame (type 0x${type.toString(16)})`);
 }

@@ -3,8 +3,8 @@ import { bytes, struct, u16, u32, u64n, u8, type StructCodec } from '../../bpf/c
 
 /** Entries of the `ct` map (`CT_MAX`). */
 export const CT_MAX = 131072;
-/** `CT_F_*`: ct_entry.flags. */
-export const CT_FLAGS = { SEEN_REPLY: 0x01, TX_FIN: 0x02, RX_FIN: 0x04, RST: 0x08 } as const;
+/** `CT_F_*`: ct_entry.flags. `SERVICE`: opened through per-packet service translation (replies translated back). */
+export const CT_FLAGS = { SEEN_REPLY: 0x01, TX_FIN: 0x02, RX_FIN: 0x04, RST: 0x08, SERVICE: 0x10 } as const;
 
 export interface CtKey {
   saddr: Uint8Array;

@@ -8,8 +8,12 @@ export const FLOW_EVENT_TRACE = 4;
 /** `FLOW_EVENT_POLICY_VERDICT`. */
 export const FLOW_EVENT_POLICY_VERDICT = 5;
 
-/** `FLOW_F_*`: flow_event.flags. */
-export const FLOW_FLAGS = { REPLY_KNOWN: 0x01, IS_REPLY: 0x02, INGRESS: 0x04, EGRESS: 0x08 } as const;
+/**
+ * `FLOW_F_*`: flow_event.flags. `TRANSLATED`: service load balancing translated
+ * the packet (DNAT to a backend, or the reply's source back to the service);
+ * the record's `line` then holds the service ID (its low 16 bits).
+ */
+export const FLOW_FLAGS = { REPLY_KNOWN: 0x01, IS_REPLY: 0x02, INGRESS: 0x04, EGRESS: 0x08, TRANSLATED: 0x10 } as const;
 
 /** `OBS_TO_STACK` (Hubble TraceObservationPoint TO_STACK). */
 export const OBS_TO_STACK = 3;
@@ -50,7 +54,7 @@ export interface FlowEvent {
   ingressCookie: number;
   pktLen: number;
   dropReason: number;
-  /** Source line of the drop in bpf/lxc.bpf.c (0 for traces). */
+  /** Source line of the drop in bpf/lxc.bpf.c (0 for traces); with `FLOW_FLAGS.TRANSLATED` the service ID instead. */
   line: number;
   type: number;
   obsPoint: number;

@@ -12,6 +12,7 @@ import { ipcacheKey, ipcacheValue } from './ipcache.js';
 import { policyKeyRaw, policyState, policyValue } from './policy.js';
 import { ctEntry, ctKey } from './conntrack.js';
 import { lxcConfig } from './lxc-config.js';
+import { lbNatEntry, lbNatKey } from './lb-nat.js';
 import { lbAffinity, lbAffinityKey, lbBackend, lbService, lbServiceKey } from './lb.js';
 
 export interface SharedStruct {
@@ -37,6 +38,8 @@ export const sharedStructs: readonly SharedStruct[] = [
   { header: 'policy.h', object: 'lxc', codec: policyState as StructCodec<object> },
   { header: 'conntrack.h', object: 'lxc', codec: ctKey as StructCodec<object> },
   { header: 'conntrack.h', object: 'lxc', codec: ctEntry as StructCodec<object> },
+  { header: 'lb_nat.h', object: 'lxc', codec: lbNatKey as StructCodec<object> },
+  { header: 'lb_nat.h', object: 'lxc', codec: lbNatEntry as StructCodec<object> },
   { header: 'lb.h', object: 'lb_test', codec: lbServiceKey as StructCodec<object> },
   { header: 'lb.h', object: 'lb_test', codec: lbService as StructCodec<object> },
   { header: 'lb.h', object: 'lb_test', codec: lbBackend as StructCodec<object> },
@@ -53,4 +56,5 @@ export * from './lxc-config.js';
 export * from './ipcache.js';
 export * from './policy.js';
 export * from './conntrack.js';
+export * from './lb-nat.js';
 export * from './lb.js';
