@@ -20,7 +20,7 @@
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -173,6 +173,49 @@ test('a ClusterIP service spreads TCP and UDP over every backend, IPv4 and IPv6,
     assert.deepEqual(mine.filter((a) => a.error).map((a) => a.error), [], `${proto} ${addr}: no errors`);
     assert.deepEqual(new Set(mine.map((a) => a.who)), new Set(e.web.map((w) => w.name)), `${proto} ${bracket(addr)}:${port} reached every backend`);
     for (const a of mine) assert.equal(a.peer, `${addr}:${port}`, `${proto}: the peer is the service address`);
+  }
+});
+
+/** Runs CLIENT inside the client endpoint's namespace but outside the agent's cgroup: the endpoint program translates per packet. */
+function askPerPacket(e: Env, reqs: { proto: 'tcp' | 'udp'; addr: string; port: number; n: number }[]): Answer[] {
+  const r = spawnSync('nsenter', [`--net=${e.client.netnsPath}`, '--', process.execPath, '-e', CLIENT, JSON.stringify(reqs)], { encoding: 'utf8', timeout: 120_000, env: childEnv() });
+  return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Answer);
+}
+
+test('without socket-level balancing (a process outside the cgroup) the endpoint program translates per packet, and policy sees the backend', async (t) => {
+  const e = await env(t);
+  if (!e) return;
+  const [v4, v6] = service(e, 'web').clusterIPs as [string, string];
+  // Only app=client may reach app=web, and only on 8080: the service port 80 is allowed
+  // because policy decides on the translated packet (backend address and port).
+  const file = join(e.dir, 'web-policy.yaml');
+  writeFileSync(file, `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-from-clients, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`);
+  e.agent.ok(['apply', '-f', file]);
+  try {
+    const answers = askPerPacket(e, [
+      { proto: 'tcp', addr: v4, port: 80, n: 24 }, { proto: 'tcp', addr: v6, port: 80, n: 24 },
+      { proto: 'udp', addr: v4, port: 53, n: 3 },
+    ]);
+    for (const addr of [v4, v6]) {
+      const mine = answers.filter((a) => a.proto === 'tcp' && a.addr === addr);
+      assert.deepEqual(mine.filter((a) => a.error).map((a) => a.error), [], `tcp ${addr}: no errors`);
+      assert.deepEqual(new Set(mine.map((a) => a.who)), new Set(e.web.map((w) => w.name)), `per-packet ${addr}: every backend`);
+      for (const a of mine) assert.equal(a.peer, `${addr}:80`, 'the reply comes from the service address');
+    }
+    // UDP 5353 is not in the policy: dropped after translation.
+    assert.ok(answers.filter((a) => a.proto === 'udp').every((a) => a.error === 'timeout'), 'UDP to the backend port the policy does not allow is dropped');
+    const drops = e.agent.ok(['observe', '-o', 'json', '--verdict', 'DROPPED', '--from-endpoint', e.client.name, '--protocol', 'udp', '--to-port', '5353']);
+    assert.ok(drops.includes('POLICY_DENIED'), 'the drop names the backend port 5353, not the service port 53');
+  } finally {
+    e.agent.ok(['delete', '-f', file]);
   }
 });
 
