@@ -199,6 +199,7 @@ spec:
     toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
 `);
   e.agent.ok(['apply', '-f', file]);
+  const since = new Date().toISOString();
   try {
     const answers = askPerPacket(e, [
       { proto: 'tcp', addr: v4, port: 80, n: 24 }, { proto: 'tcp', addr: v6, port: 80, n: 24 },
@@ -210,6 +211,11 @@ spec:
       assert.deepEqual(new Set(mine.map((a) => a.who)), new Set(e.web.map((w) => w.name)), `per-packet ${addr}: every backend`);
       for (const a of mine) assert.equal(a.peer, `${addr}:80`, 'the reply comes from the service address');
     }
+    // Flows of translated connections name the service (Hubble's destination_service / source_service).
+    const flows = e.agent.ok(['observe', '-o', 'json', '--since', since, '--from-endpoint', e.client.name, '--to-port', '8080', '--protocol', 'tcp'])
+      .trim().split('\n').map((l) => (JSON.parse(l) as { flow: { destination_service?: { name: string; namespace: string } } }).flow);
+    assert.ok(flows.length > 0 && flows.every((f) => f.destination_service?.name === 'web' && f.destination_service.namespace === 'shop'),
+      `translated flows name the service: ${JSON.stringify(flows.slice(0, 2))}`);
     // UDP 5353 is not in the policy: dropped after translation.
     assert.ok(answers.filter((a) => a.proto === 'udp').every((a) => a.error === 'timeout'), 'UDP to the backend port the policy does not allow is dropped');
     const drops = e.agent.ok(['observe', '-o', 'json', '--verdict', 'DROPPED', '--from-endpoint', e.client.name, '--protocol', 'udp', '--to-port', '5353']);

@@ -129,6 +129,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     endpointByIp: (ip) => endpoints.viewByIp(ip),
     rule: (cookie) => policy.ruleOf(cookie),
     identityLabels: (id) => policy.identities.get(id)?.labels,
+    service: (id) => services.serviceOfFrontend(id),
   });
   const ring: RingBuffer = openEvents(pinDir);
   ring.start((view, offset) => { flows.ingest(view, offset); },

@@ -59,6 +59,9 @@ export interface HubbleFlow {
   egress_denied_by?: HubblePolicy[];
   ingress_denied_by?: HubblePolicy[];
   node_name: string;
+  /** Per-packet service translation: the service the client addressed (Hubble's fields). */
+  source_service?: { name: string; namespace: string };
+  destination_service?: { name: string; namespace: string };
   event_type: { type: number; sub_type?: number };
   traffic_direction?: 'INGRESS' | 'EGRESS';
   trace_observation_point?: string;

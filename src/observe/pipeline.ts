@@ -7,7 +7,7 @@
 import { FLOW_EVENT_SIZE } from '../datapath/codecs/flow-event.js';
 import { formatIPv6 } from '../bpf/codec.js';
 import type { EndpointView } from './hubble.js';
-import { FlowStore, type LostEventSource, type RuleRef, type StoredFlow } from './store.js';
+import { FlowStore, type LostEventSource, type RuleRef, type ServiceRef, type StoredFlow } from './store.js';
 
 /** What enrichment asks the rest of the agent. */
 export interface EnrichmentSources {
@@ -20,6 +20,8 @@ export interface EnrichmentSources {
   rule(cookie: number): RuleRef | undefined;
   /** Labels of an identity (reserved, CIDR or endpoint). */
   identityLabels(identity: number): string[] | undefined;
+  /** The service behind a frontend ID (translated flows carry it). */
+  service?(frontendId: number): ServiceRef | undefined;
 }
 
 /** Flow counts by event type, verdict and protocol (for `waggle_flows_processed_total`). */
@@ -144,15 +146,17 @@ export class FlowPipeline {
     let dst = dstId ? (dstId === endpointId ? observer : s.endpoint(dstId)) : undefined;
     if (!src && family !== 0 && mayBeEndpoint(dv.getUint32(o + 24, true))) src = s.endpointByIp(textIp(family, bytes, offset + 64));
     if (!dst && family !== 0 && mayBeEndpoint(dv.getUint32(o + 28, true))) dst = s.endpointByIp(textIp(family, bytes, offset + 80));
+    const flags = bytes[offset + 63]!;
     const seq = this.store.addFlow(bytes, offset, timeMs, {
       observer, src, dst,
       egressRule: egressCookie ? s.rule(egressCookie) : undefined,
       ingressRule: ingressCookie ? s.rule(ingressCookie) : undefined,
+      // Translated flows carry the frontend ID where drops carry a source line.
+      service: flags & 0x10 && s.service ? s.service(dv.getUint16(o + 46, true)) : undefined,
     });
     const v = verdict <= 2 ? verdict : 0;
     this.flowCounts[(typeIndex(type) * VERDICT_NAMES.length + v) * PROTO_NAMES.length + protoIndex(family, proto)]! += 1;
     if (type === 5) {
-      const flags = bytes[offset + 63]!;
       const dir = flags & 0x04 ? 1 : flags & 0x08 ? 2 : 0;
       const match = Math.min(bytes[offset + 62]!, 4);
       this.verdictCounts[(dir * MATCH_NAMES.length + match) * 2 + (verdict === 2 ? 1 : 0)]! += 1;

@@ -44,6 +44,22 @@ test('stores flows as raw records and rebuilds Hubble JSON on demand', () => {
   assert.ok('flow' in again && again.flow.uuid === f.uuid);
 });
 
+test('translated flows name their service: destination for the client, source for the reply', () => {
+  const p = new FlowPipeline(4, {
+    nodeName: 'n', endpoint: (id) => eps.get(id), endpointByIp: () => undefined, rule: () => undefined, identityLabels: () => undefined,
+    service: (id) => (id === 7 ? { name: 'web', namespace: 'shop' } : undefined),
+  });
+  for (const fields of [{ flags: 0x10 | 0x01, line: 7 }, { flags: 0x10 | 0x01 | 0x02, line: 7 }, { flags: 0x01, line: 7 }]) {
+    const b = flowEventBytes(fields);
+    p.ingest(new DataView(b.buffer, b.byteOffset, b.byteLength), 0);
+  }
+  const [req, reply, plain] = [0, 1, 2].map((seq) => p.store.record(seq));
+  assert.ok(req && 'flow' in req && reply && 'flow' in reply && plain && 'flow' in plain);
+  assert.deepEqual(req.flow.destination_service, { name: 'web', namespace: 'shop' });
+  assert.deepEqual(reply.flow.source_service, { name: 'web', namespace: 'shop' });
+  assert.equal(plain.flow.destination_service, undefined);
+});
+
 test('keeps the last N records in order, lost-event records included', () => {
   const p = pipeline(3);
   for (let port = 1; port <= 4; port++) feed(p, { dstPort: port });

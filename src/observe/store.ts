@@ -26,6 +26,14 @@ export interface FlowRefs {
   dst: EndpointView | undefined;
   egressRule: RuleRef | undefined;
   ingressRule: RuleRef | undefined;
+  /** The service a translated flow went to (per-packet load balancing), if any. */
+  service?: ServiceRef | undefined;
+}
+
+/** A service as flows name it (Hubble's `destination_service`). */
+export interface ServiceRef {
+  name: string;
+  namespace: string;
 }
 
 /** What the store needs to turn a stored flow back into Hubble JSON. */
@@ -66,6 +74,8 @@ export class FlowStore {
   private readonly dst: (EndpointView | undefined)[];
   private readonly egressRule: (RuleRef | undefined)[];
   private readonly ingressRule: (RuleRef | undefined)[];
+  /** Sparse: only translated flows have one. */
+  private readonly service = new Map<number, ServiceRef>();
   private readonly lost: ({ source: LostEventSource; count: number } | undefined)[];
   /** Sequence number of the next record; record `seq` lives in slot `seq % capacity`. */
   private nextSeq = 0;
@@ -128,6 +138,8 @@ export class FlowStore {
     this.dst[slot] = refs.dst;
     this.egressRule[slot] = refs.egressRule;
     this.ingressRule[slot] = refs.ingressRule;
+    if (refs.service) this.service.set(slot, refs.service);
+    else if (this.service.size) this.service.delete(slot);
     this.lost[slot] = undefined;
     this.flowCount++;
     if (this.listeners.size) for (const l of this.listeners) l(seq);
@@ -142,6 +154,7 @@ export class FlowStore {
     this.wallMs[slot] = timeMs;
     this.observer[slot] = this.src[slot] = this.dst[slot] = undefined;
     this.egressRule[slot] = this.ingressRule[slot] = undefined;
+    if (this.service.size) this.service.delete(slot);
     this.lost[slot] = { source, count };
     if (this.listeners.size) for (const l of this.listeners) l(seq);
     return seq;
@@ -193,6 +206,9 @@ export class FlowStore {
       identityLabels: (id) => this.ctx.identityLabels(id),
       rule: (cookie) => (cookie === e.egressCookie ? egress : cookie === e.ingressCookie ? ingress : undefined),
     }, { time, uuid: uuidOf(seq) });
+    const service = this.service.get(slot);
+    // The client's packets go to the service; the backend's replies come from it.
+    if (service) flow[flow.is_reply ? 'source_service' : 'destination_service'] = service;
     return { flow, node_name: this.ctx.nodeName, time };
   }
 

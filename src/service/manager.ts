@@ -63,6 +63,8 @@ const stateSchema = z.object({
 });
 type ServiceState = z.infer<typeof stateSchema>;
 
+const MAX_FRONTEND_ID = 65535;
+
 const keyOf = (r: { kind: string; namespace: string; name: string }): string => serviceResourceKey(r as ServiceSpec);
 
 export class ServiceManager {
@@ -82,7 +84,8 @@ export class ServiceManager {
     const s = this.store.load();
     this.services = s.services;
     this.slices = s.slices;
-    this.frontendIds = new IdTable(s.frontendIds);
+    // Frontend IDs fit the 16 bits a flow event carries them in.
+    this.frontendIds = new IdTable(s.frontendIds, MAX_FRONTEND_ID);
     this.backendIds = new IdTable(s.backendIds);
   }
 
@@ -95,6 +98,7 @@ export class ServiceManager {
     this.frontendIds = frontendIds;
     this.backendIds = backendIds;
     this.current = state;
+    this.byFrontend = undefined;
     this.persist();
     return state;
   }
@@ -102,6 +106,19 @@ export class ServiceManager {
   /** What the datapath holds now. */
   get state(): ResolvedState {
     return this.current;
+  }
+
+  private byFrontend: Map<number, { name: string; namespace: string }> | undefined;
+
+  /** The service a datapath frontend ID belongs to (translated flows carry the ID). */
+  serviceOfFrontend(id: number): { name: string; namespace: string } | undefined {
+    if (!this.byFrontend) {
+      this.byFrontend = new Map(this.current.frontends.map((f) => {
+        const slash = f.service.indexOf('/');
+        return [f.id, { namespace: f.service.slice(0, slash), name: f.service.slice(slash + 1) }];
+      }));
+    }
+    return this.byFrontend.get(id);
   }
 
   list(): ServiceSpec[] {
@@ -189,6 +206,7 @@ export class ServiceManager {
     this.frontendIds = plan.frontendIds;
     this.backendIds = plan.backendIds;
     this.current = plan.state;
+    this.byFrontend = undefined;
     this.persist();
   }
 
