@@ -28,7 +28,7 @@ import { bpf } from '../src/bpf/sys.js';
 import { AttachType, Cmd } from '../src/bpf/types.js';
 import { hostIfnameFor } from '../src/endpoint/plumbing.js';
 import { apiRequest, CLI, TestAgent } from './helpers/agent.js';
-import { Cleanup, createNetns, ip, listNetns, type Netns } from './helpers/netns.js';
+import { Cleanup, createNetns, endpointNs, ip, listNetns, type Netns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { childEnv, ping, stop as stopChild, tcpExchange, udpExchange } from './helpers/traffic.js';
 
@@ -108,16 +108,6 @@ async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_
   }
 }
 
-/** The endpoint's namespace (named after it) as a {@link Netns} for the traffic helpers; the agent owns it. */
-function endpointNs(name: string): Netns {
-  return {
-    name,
-    path: `/var/run/netns/${name}`,
-    exec: (cmd, opts) => ip(['netns', 'exec', name, ...cmd], opts),
-    spawn: (cmd, opts) => spawn('ip', ['netns', 'exec', name, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: opts?.env ?? process.env }),
-    remove: () => undefined,
-  };
-}
 
 /** Starts a TestAgent and registers its removal (stop + `waggle agent --cleanup`). */
 async function startAgent(opts: ConstructorParameters<typeof TestAgent>[0] = {}): Promise<TestAgent> {

@@ -18,13 +18,13 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CT_MAX } from '../src/datapath/codecs/conntrack.js';
 import { TestAgent } from './helpers/agent.js';
-import { Cleanup, ip, listNetns, type Netns } from './helpers/netns.js';
+import { Cleanup, endpointNs, listNetns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { checkTestAddress, ping } from './helpers/traffic.js';
 
@@ -193,16 +193,6 @@ interface Endpoint {
   ipv6?: string;
 }
 
-/** The endpoint's namespace (named after it) as a {@link Netns} for the traffic helpers; the agent owns it. */
-function endpointNs(name: string): Netns {
-  return {
-    name,
-    path: `/var/run/netns/${name}`,
-    exec: (cmd, opts) => ip(['netns', 'exec', name, ...cmd], opts),
-    spawn: (cmd, opts) => spawn('ip', ['netns', 'exec', name, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: opts?.env ?? process.env }),
-    remove: () => undefined,
-  };
-}
 
 /** Pings `addr` from the node's own namespace; resolves to the replies received. */
 function pingFromNode(addr: string, count: number): number {

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { HubbleFlow, HubbleRecord } from '../src/observe/hubble.js';
 import { CLI, TestAgent } from './helpers/agent.js';
-import { Cleanup, ip, listNetns, type Netns } from './helpers/netns.js';
+import { Cleanup, endpointNs, listNetns, type Netns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { childEnv, ping, stop as stopChild, tcpExchange, udpExchange } from './helpers/traffic.js';
 
@@ -53,16 +53,6 @@ interface Env {
   all: HubbleFlow[];
 }
 
-/** The endpoint's namespace (named after it) for the traffic helpers; the agent owns it. */
-function endpointNs(name: string): Netns {
-  return {
-    name,
-    path: `/var/run/netns/${name}`,
-    exec: (cmd, opts) => ip(['netns', 'exec', name, ...cmd], opts),
-    spawn: (cmd, opts) => spawn('ip', ['netns', 'exec', name, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: opts?.env ?? process.env }),
-    remove: () => undefined,
-  };
-}
 
 const POLICY = (web: string) => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy

@@ -27,7 +27,6 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -35,7 +34,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { TestAgent } from './helpers/agent.js';
-import { Cleanup, ip, listNetns, type Netns } from './helpers/netns.js';
+import { Cleanup, endpointNs, listNetns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { tcpExchange } from './helpers/traffic.js';
 
@@ -63,16 +62,6 @@ interface Endpoint {
   ipv4: string;
 }
 
-/** The endpoint's namespace (named after it) as a {@link Netns} for the traffic helpers; the agent owns it. */
-function endpointNs(name: string): Netns {
-  return {
-    name,
-    path: `/var/run/netns/${name}`,
-    exec: (cmd, opts) => ip(['netns', 'exec', name, ...cmd], opts),
-    spawn: (cmd, opts) => spawn('ip', ['netns', 'exec', name, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: opts?.env ?? process.env }),
-    remove: () => undefined,
-  };
-}
 
 /** PIDs of processes whose command line mentions `text` (the browser's profile directory). */
 function processesWith(text: string): number[] {

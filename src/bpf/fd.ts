@@ -25,6 +25,23 @@ export function objectInfo(fd: number, size: number, what: string): Buffer {
   return info;
 }
 
+/** Ids of the maps program `fd` uses (`bpf_prog_info.map_ids`), ascending. */
+export function programMapIds(fd: number): number[] {
+  const INFO_SIZE = 232;
+  const n = objectInfo(fd, INFO_SIZE, 'program').readUInt32LE(52); // nr_map_ids
+  if (n === 0) return [];
+  const ids = Buffer.alloc(4 * n);
+  const info = Buffer.alloc(INFO_SIZE);
+  info.writeUInt32LE(n, 52);
+  info.writeBigUInt64LE(BigInt(addressOf(ids)), 56); // map_ids
+  const attr = Buffer.alloc(16);
+  attr.writeUInt32LE(fd, 0);
+  attr.writeUInt32LE(INFO_SIZE, 4);
+  attr.writeBigUInt64LE(BigInt(addressOf(info)), 8);
+  check(bpf(Cmd.ObjGetInfoByFd, attr), () => `read the map ids of program fd ${fd}`);
+  return Array.from({ length: Math.min(n, info.readUInt32LE(52)) }, (_, i) => ids.readUInt32LE(4 * i)).sort((a, b) => a - b);
+}
+
 /** Pins `fd` at `path` on a bpffs. */
 export function pinFd(fd: number, path: string, what: string): void {
   const p = Buffer.from(`${path}\0`);

@@ -50,12 +50,10 @@ import { join } from 'node:path';
 import { BpfUsageError } from '../bpf/errors.js';
 import { formatIPv6, parseIPv4, parseIPv6, u32 } from '../bpf/codec.js';
 import { Collection } from '../bpf/object.js';
-import { check, closeFd, getPinned, objectInfo } from '../bpf/fd.js';
+import { closeFd, getPinned, programMapIds } from '../bpf/fd.js';
 import { BpfMap, PerCpuMap, mapInfo } from '../bpf/map.js';
 import { Program } from '../bpf/program.js';
 import { RingBuffer } from '../bpf/ringbuf.js';
-import { addressOf, bpf } from '../bpf/sys.js';
-import { Cmd } from '../bpf/types.js';
 import { Link } from '../bpf/link/link.js';
 import { attachTc, type TcAttachment } from '../bpf/link/tc.js';
 import { TcxLink, type TcDirection } from '../bpf/link/tcx.js';
@@ -166,23 +164,6 @@ const sameConfig = (a: LxcConfig, b: LxcConfig): boolean =>
 /** Directory of the pinned shared programs (one subdirectory per build). */
 export function endpointProgramsDir(pinDir: string): string {
   return join(pinDir, 'lxc_programs');
-}
-
-/** Ids of the maps program `fd` uses (`bpf_prog_info.map_ids`). */
-function programMapIds(fd: number): number[] {
-  const INFO_SIZE = 232;
-  const n = objectInfo(fd, INFO_SIZE, 'program').readUInt32LE(52); // nr_map_ids
-  if (n === 0) return [];
-  const ids = Buffer.alloc(4 * n);
-  const info = Buffer.alloc(INFO_SIZE);
-  info.writeUInt32LE(n, 52);
-  info.writeBigUInt64LE(BigInt(addressOf(ids)), 56); // map_ids
-  const attr = Buffer.alloc(16);
-  attr.writeUInt32LE(fd, 0);
-  attr.writeUInt32LE(INFO_SIZE, 4);
-  attr.writeBigUInt64LE(BigInt(addressOf(info)), 8);
-  check(bpf(Cmd.ObjGetInfoByFd, attr), () => `read the map ids of program fd ${fd}`);
-  return Array.from({ length: Math.min(n, info.readUInt32LE(52)) }, (_, i) => ids.readUInt32LE(4 * i));
 }
 
 /** Ids of the shared maps pinned under `pinDir` (undefined when one is missing). */

@@ -31,11 +31,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statfsSync
 import { join } from 'node:path';
 import { BpfSyscallError, BpfUsageError } from '../bpf/errors.js';
 import { be16, bytes, formatIPv6, struct, u32, u64, u8, type StructCodec } from '../bpf/codec.js';
-import { check, closeFd, objectInfo } from '../bpf/fd.js';
+import { check, closeFd, objectInfo, programMapIds } from '../bpf/fd.js';
 import { BpfMap, PerCpuMap } from '../bpf/map.js';
 import { Collection } from '../bpf/object.js';
 import type { Program } from '../bpf/program.js';
-import { addressOf, bpf } from '../bpf/sys.js';
+import { bpf } from '../bpf/sys.js';
 import { Cmd } from '../bpf/types.js';
 import { Link, LinkType } from '../bpf/link/link.js';
 import { attachCgroup, sockAddrAttachType, type SockAddrHook } from '../bpf/link/cgroup.js';
@@ -167,23 +167,6 @@ export function cgroupId(path: string): bigint {
 }
 
 // --- programs and links ---
-
-/** Ids of the maps program `fd` uses (`bpf_prog_info.map_ids`). */
-function programMapIds(fd: number): number[] {
-  const INFO_SIZE = 232;
-  const n = objectInfo(fd, INFO_SIZE, 'program').readUInt32LE(52); // nr_map_ids
-  if (n === 0) return [];
-  const ids = Buffer.alloc(4 * n);
-  const info = Buffer.alloc(INFO_SIZE);
-  info.writeUInt32LE(n, 52);
-  info.writeBigUInt64LE(BigInt(addressOf(ids)), 56); // map_ids
-  const attr = Buffer.alloc(16);
-  attr.writeUInt32LE(fd, 0);
-  attr.writeUInt32LE(INFO_SIZE, 4);
-  attr.writeBigUInt64LE(BigInt(addressOf(info)), 8);
-  check(bpf(Cmd.ObjGetInfoByFd, attr), () => `read the map ids of program fd ${fd}`);
-  return Array.from({ length: Math.min(n, info.readUInt32LE(52)) }, (_, i) => ids.readUInt32LE(4 * i)).sort((a, b) => a - b);
-}
 
 /** Descriptor of program `id` (`BPF_PROG_GET_FD_BY_ID`); the caller closes it. */
 function programFdById(id: number): number {

@@ -225,3 +225,17 @@ export class Cleanup {
     return errors;
   }
 }
+
+/**
+ * The namespace of an endpoint (the agent names it after the endpoint) as a
+ * {@link Netns} for the traffic helpers. The agent owns it: `remove` does nothing.
+ */
+export function endpointNs(name: string): Netns {
+  return {
+    name,
+    path: `/var/run/netns/${name}`,
+    exec: (cmd, opts) => ip(['netns', 'exec', name, ...cmd], opts),
+    spawn: (cmd, opts) => spawn('ip', ['netns', 'exec', name, ...cmd], { stdio: ['pipe', 'pipe', 'pipe'], env: opts?.env ?? process.env }),
+    remove: () => undefined,
+  };
+}
