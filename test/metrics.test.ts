@@ -264,7 +264,7 @@ test('/metrics parses as Prometheus text and its counters match the traffic that
   assert.equal(single(s0, 'waggle_bpf_map_capacity', { map_name: 'ct' }), CT_MAX);
   for (const f of ['waggle_bpf_map_entries', 'waggle_bpf_map_capacity', 'waggle_bpf_map_pressure']) {
     assert.deepEqual(s0.get(f)?.samples.map((x) => x.labels.map_name).sort(),
-      ['ct', 'endpoints', 'flow_seen', 'ipcache', 'lxc_config', 'policy', 'policy_exact'], `${f}: the shared maps with a fill`);
+      ['ct', 'endpoints', 'flow_seen', 'ipcache', 'lb_affinity', 'lb_backends', 'lb_nat', 'lb_rev_nat', 'lb_services', 'lxc_config', 'policy', 'policy_exact'], `${f}: the shared maps with a fill`);
   }
   for (const x of s0.get('waggle_bpf_map_pressure')?.samples ?? []) assert.ok(x.value >= 0 && x.value <= 1, `${x.labels.map_name} pressure in [0, 1]`);
   assert.deepEqual(s0.get('waggle_lost_events_total')?.samples.map((x) => x.labels.source).sort(), ['observer_events_queue', 'perf_event_ring_buffer']);

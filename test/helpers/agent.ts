@@ -109,6 +109,7 @@ export class TestAgent {
       encoding: 'utf8',
       env: { ...process.env, WAGGLE_API_SOCKET: this.apiSocket },
       timeout: opts.timeoutMs ?? 60_000,
+      maxBuffer: 256 << 20,
       ...(opts.input !== undefined ? { input: opts.input } : {}),
     });
     return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
