@@ -12,6 +12,7 @@ const benches: Record<string, { describe: string; load: () => Promise<Bench> }> 
   observe: { describe: 'flow pipeline: ingest flows/s, memory per flow, agent CPU at 10k flows/s, observe --follow latency', load: () => import('./observe.js') },
   policy: { describe: 'policy cost in the datapath and control plane, iptables/nftables side by side', load: () => import('./policy.js') },
   ringbuf: { describe: 'ring buffer consume + decode', load: () => import('./ringbuf.js') },
+  services: { describe: 'service load balancing: per packet, connections vs kube-proxy iptables/nftables, control plane, Maglev', load: () => import('./services.js') },
   testrun: { describe: 'BPF_PROG_TEST_RUN ns per packet', load: () => import('./testrun.js') },
 };
 
