@@ -28,11 +28,14 @@
  * kept running) loops: connect, 32-byte request, 64-byte response, close with RST;
  * a slice runs it for `sliceMs` against the first (service 0) or the last (service
  * N−1) service's VIP:80 and reports connections/s and the latency percentiles of
- * connect + request + response. Every slice checks that every answer came from the
- * service's backend port and counts the distinct backends that answered. Rounds run
- * every contender once in a rotated order; figures are medians over rounds, ratios
- * both as ratios of medians and as medians of per-round ratios (slices of one round
- * are seconds apart).
+ * connect + request + response; the CPU time the client and the server ran meanwhile
+ * (with the softirq work of the packets they send, which runs in their context), per
+ * connection, is the cost figure that other work on the machine disturbs least. Every slice checks that every answer came from the
+ * service's backend port and counts the distinct backends that answered. A round runs
+ * the direct client, then per target (first, last) one block of every size's
+ * contenders, each size's mechanisms back to back, the orders rotating from round to
+ * round; figures are medians over rounds, ratios both as ratios of medians and as
+ * medians of per-round ratios (compared slices are at most one block apart).
  */
 import { join } from 'node:path';
 import { attachSocketLb, detachSocketLb, socketLbStats } from '../src/datapath/sock.js';
@@ -41,7 +44,7 @@ import { mountTempBpffs } from '../test/helpers/bpffs.js';
 import { createCgroup } from '../test/helpers/cgroup.js';
 import { createNetns, createVethPair, ip, type Cleanup, type Netns } from '../test/helpers/netns.js';
 import { median } from './lib.js';
-import { checkAddrs, LineProcess, settle, spawnIn, stopChild } from './policy-tool.js';
+import { checkAddrs, LineProcess, settle, spawnIn, stopChild, taskRuntimeNs } from './policy-tool.js';
 import { checkRuleset, linuxAvailable, loadRuleset, rulesetText, type LinuxMech } from './services-linux.js';
 import { backendAddr, backendPort, SERVICE_PORT, vipOf, waggleState } from './services-rules.js';
 import type { CrrResult, ServicesTool } from './services-tool.js';
@@ -60,6 +63,8 @@ export type Target = 'first' | 'last';
 export interface WireFigures {
   /** Connections per second (connect + request + response + close). */
   rate: { median: number; min: number; max: number; samples: number[] };
+  /** CPU time per connection (ns): client + server during the slice, per connection completed. */
+  cpuNs: { median: number; samples: number[] };
   /** Latency of connect + request + response, ns: medians over rounds of each slice's p50 / p99. */
   p50: number;
   p99: number;
@@ -96,6 +101,8 @@ interface Contender {
   port: number;
   wantPort: number;
   rate: number[];
+  /** CPU ns per connection. */
+  cpu: number[];
   p50: number[];
   p99: number[];
   errors: number;
@@ -211,7 +218,7 @@ export async function runWire(
 
   const contenders: Contender[] = [];
   const mk = (group: Group, target: Target, addr: string, port: number, wantPort: number): void => {
-    contenders.push({ group, target, addr, port, wantPort, rate: [], p50: [], p99: [], errors: 0, backends: 0 });
+    contenders.push({ group, target, addr, port, wantPort, rate: [], cpu: [], p50: [], p99: [], errors: 0, backends: 0 });
   };
   for (const g of groups) {
     if (g.mech === 'direct') {
@@ -230,13 +237,38 @@ export async function runWire(
   }
   progress(`  wire: ${contenders.length} contenders checked (every answer from the service's backends, all ${per} used); ${cfg.rounds} rounds of ${cfg.sliceMs} ms slices`);
 
+  // CPU time of the client and the server: without IRQ time accounting, the softirq work of the packets they send
+  // (veth delivery, netfilter, conntrack, NAT) runs in their context and is charged to them. The softirq threads are
+  // left out: on this shared machine they also run other work's packets.
+  const serverPid = server.pid as number;
+  const cpuNow = (c: Contender): number => taskRuntimeNs(serverPid) + taskRuntimeNs(c.group.client?.child.pid as number);
+
+  // A round: the direct client, then per target a block of every size's contenders, each size's mechanisms back to back;
+  // the order of targets, sizes and mechanisms rotates from round to round. Compared slices are at most a block apart.
+  const sizes = cfg.sizes;
+  const mechOrder = [...new Set(contenders.filter((c) => c.group.mech !== 'direct').map((c) => c.group.mech))];
+  const find = (mech: WireMech, n: number, target: Target): Contender | undefined =>
+    contenders.find((c) => c.group.mech === mech && c.group.n === n && c.target === target);
   for (let round = -1; round < cfg.rounds; round++) {
     const r0 = Math.max(round, 0);
-    for (let i = 0; i < contenders.length; i++) {
-      const c = contenders[(i + r0 * 5) % contenders.length] as Contender;
+    const order: Contender[] = contenders.filter((c) => c.group.mech === 'direct');
+    const targets: Target[] = r0 % 2 === 0 ? ['first', 'last'] : ['last', 'first'];
+    for (const t of targets) {
+      for (let i = 0; i < sizes.length; i++) {
+        const n = sizes[(i + r0) % sizes.length] as number;
+        for (let j = 0; j < mechOrder.length; j++) {
+          const c = find(mechOrder[(j + r0) % mechOrder.length] as WireMech, n, t);
+          if (c) order.push(c);
+        }
+      }
+    }
+    for (const c of order) {
+      const cpu0 = cpuNow(c);
       const r = await slice(c, cfg.sliceMs);
+      const cpu = cpuNow(c) - cpu0;
       if (round < 0) continue;
       c.rate.push((r.n * 1e9) / r.ns);
+      c.cpu.push(cpu / r.n);
       c.p50.push(r.p50);
       c.p99.push(r.p99);
       c.errors += r.errors;
@@ -257,6 +289,7 @@ export async function runWire(
     const byN = (figures[c.group.mech] ??= {});
     (byN[c.group.n] ??= {})[c.target] = {
       rate: { median: median(c.rate), min: Math.min(...c.rate), max: Math.max(...c.rate), samples: c.rate },
+      cpuNs: { median: median(c.cpu), samples: c.cpu },
       p50: median(c.p50), p99: median(c.p99), errors: c.errors, backends: c.backends,
     };
   }
