@@ -37,7 +37,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inNetns } from '../src/netlink/netns.js';
 import { CLI, TestAgent, type AgentOptions } from '../test/helpers/agent.js';
-import type { Cleanup } from '../test/helpers/netns.js';
+import { Cleanup as CleanupBase, type Cleanup, type CleanupFn } from '../test/helpers/netns.js';
 import { checkTestAddress } from '../test/helpers/traffic.js';
 
 const SOURCE = String.raw`
@@ -346,12 +346,12 @@ export interface Tool {
   remove(): void;
 }
 
-/** Compiles the traffic tool into a temporary directory (throws when no C compiler works). */
-export function buildTool(): Tool {
-  const dir = mkdtempSync(join(tmpdir(), 'waggle-bench-policy-'));
-  const src = join(dir, 'policy-tool.c');
-  const bin = join(dir, 'policy-tool');
-  writeFileSync(src, SOURCE);
+/** Compiles C `source` as `name` into a temporary directory (throws naming `what` when no C compiler works). */
+export function compileCTool(name: string, source: string, what: string): Tool {
+  const dir = mkdtempSync(join(tmpdir(), `waggle-bench-${name}-`));
+  const src = join(dir, `${name}.c`);
+  const bin = join(dir, name);
+  writeFileSync(src, source);
   const problems: string[] = [];
   for (const cc of ['cc', 'gcc', 'clang']) {
     try {
@@ -362,7 +362,12 @@ export function buildTool(): Tool {
     }
   }
   rmSync(dir, { recursive: true, force: true });
-  throw new Error(`no C compiler could build the traffic tool (${problems.join('; ')})`);
+  throw new Error(`no C compiler could build ${what} (${problems.join('; ')})`);
+}
+
+/** Compiles the traffic tool into a temporary directory (throws when no C compiler works). */
+export function buildTool(): Tool {
+  return compileCTool('policy-tool', SOURCE, 'the traffic tool');
 }
 
 /** Refuses addresses outside the test range before anything is sent there. */
@@ -495,3 +500,38 @@ export function ksoftirqdPid(cpu: number): number {
   }
   throw new Error(`no ksoftirqd/${cpu} thread`);
 }
+
+/**
+ * A {@link Cleanup} that refuses new steps once the run is interrupted: the
+ * step runs at once (what was just made goes again) and the caller gets an
+ * error, so an interrupted run stops instead of making more.
+ */
+export class BenchCleanup extends CleanupBase {
+  override add(fn: CleanupFn, label?: string): void {
+    if (isAborted()) {
+      void Promise.resolve().then(fn).catch(() => undefined);
+      throw new AbortedError();
+    }
+    super.add(fn, label);
+  }
+}
+
+/**
+ * A part's own cleanup, also registered with the run's: whichever runs it
+ * first runs it, the other waits for that (never two runners at once).
+ */
+export function scope(global: BenchCleanup, name: string): { part: BenchCleanup; done: () => Promise<void> } {
+  const part = new BenchCleanup();
+  let running: Promise<unknown> | undefined;
+  const done = async (): Promise<void> => { await (running ??= part.run()); };
+  global.add(done, `${name} cleanup`);
+  return { part, done };
+}
+
+export function checkAborted(): void {
+  if (isAborted()) throw new AbortedError();
+}
+
+export const r1 = (x: number): number => Number(x.toFixed(1));
+export const r3 = (x: number): number => Number(x.toFixed(3));
+export const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');

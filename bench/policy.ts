@@ -35,8 +35,7 @@
  * made here (10.199.0.0/16). Needs root.
  */
 import { availableParallelism } from 'node:os';
-import { Cleanup, type CleanupFn } from '../test/helpers/netns.js';
-import { AbortedError, buildTool, isAborted, killChildren, markAborted, type Tool } from './policy-tool.js';
+import { BenchCleanup, buildTool, checkAborted, isAborted, killChildren, markAborted, r1, r3, scope, verdict, type Tool } from './policy-tool.js';
 import { runTestrun, type TestrunConfig, type TestrunResult } from './policy-testrun.js';
 import { runWire, type WireConfig, type WireResult } from './policy-wire.js';
 import { runEngine, runEnforce, type EngineConfig, type EngineResult, type EnforceConfig, type EnforceResult } from './policy-control.js';
@@ -131,40 +130,6 @@ function readConfig(): Config {
   };
 }
 
-/**
- * A {@link Cleanup} that refuses new steps once the run is interrupted: the
- * step runs at once (what was just made goes again) and the caller gets an
- * error, so an interrupted run stops instead of making more.
- */
-class BenchCleanup extends Cleanup {
-  override add(fn: CleanupFn, label?: string): void {
-    if (isAborted()) {
-      void Promise.resolve().then(fn).catch(() => undefined);
-      throw new AbortedError();
-    }
-    super.add(fn, label);
-  }
-}
-
-/**
- * A part's own cleanup, also registered with the run's: whichever runs it
- * first runs it, the other waits for that (never two runners at once).
- */
-function scope(global: BenchCleanup, name: string): { part: BenchCleanup; done: () => Promise<void> } {
-  const part = new BenchCleanup();
-  let running: Promise<unknown> | undefined;
-  const done = async (): Promise<void> => { await (running ??= part.run()); };
-  global.add(done, `${name} cleanup`);
-  return { part, done };
-}
-
-function checkAborted(): void {
-  if (isAborted()) throw new AbortedError();
-}
-
-const r1 = (x: number): number => Number(x.toFixed(1));
-const r3 = (x: number): number => Number(x.toFixed(3));
-const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
 
 function reportTestrun(cfg: TestrunConfig, r: TestrunResult, figures: Record<string, number>, out: string[]): void {
   const GOAL = 1.1;

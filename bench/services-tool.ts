@@ -23,10 +23,7 @@
  *                        (SO_LINGER 0), so neither side keeps TIME_WAIT state and
  *                        ephemeral ports never run out.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { compileCTool, type Tool } from './policy-tool.js';
 
 const SOURCE = String.raw`
 #define _GNU_SOURCE
@@ -245,10 +242,7 @@ int main(int argc, char **argv)
 `;
 
 /** The compiled tool: its path, and a function that removes it. */
-export interface ServicesTool {
-  path: string;
-  remove(): void;
-}
+export type ServicesTool = Tool;
 
 /** One slice of the `crr` mode, as printed. */
 export interface CrrResult {
@@ -265,19 +259,5 @@ export interface CrrResult {
 
 /** Compiles the tool into a temporary directory (throws when no C compiler works). */
 export function buildServicesTool(): ServicesTool {
-  const dir = mkdtempSync(join(tmpdir(), 'waggle-bench-services-'));
-  const src = join(dir, 'services-tool.c');
-  const bin = join(dir, 'services-tool');
-  writeFileSync(src, SOURCE);
-  const problems: string[] = [];
-  for (const cc of ['cc', 'gcc', 'clang']) {
-    try {
-      execFileSync(cc, ['-O2', '-Wall', '-o', bin, src], { stdio: ['ignore', 'pipe', 'pipe'] });
-      return { path: bin, remove: () => rmSync(dir, { recursive: true, force: true }) };
-    } catch (err) {
-      problems.push(`${cc}: ${((err as { stderr?: Buffer }).stderr?.toString() ?? (err as Error).message).trim().split('\n')[0]}`);
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-  throw new Error(`no C compiler could build the services traffic tool (${problems.join('; ')})`);
+  return compileCTool('services-tool', SOURCE, 'the services traffic tool');
 }

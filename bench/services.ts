@@ -49,9 +49,9 @@
  * stays in the namespaces made here (10.199.0.0/16). Needs root.
  */
 import { availableParallelism } from 'node:os';
-import { Cleanup, type CleanupFn, type Netns } from '../test/helpers/netns.js';
+import type { Netns } from '../test/helpers/netns.js';
 import { printReport } from './lib.js';
-import { AbortedError, isAborted, killChildren, markAborted } from './policy-tool.js';
+import { BenchCleanup, checkAborted, isAborted, killChildren, markAborted, r1, r3, scope, verdict } from './policy-tool.js';
 import { runControl, type ControlConfig, type ControlResult } from './services-control.js';
 import { LINUX_MECHS, type LinuxMech } from './services-linux.js';
 import { runMaglev, type MaglevConfig, type MaglevResult } from './services-maglev.js';
@@ -113,33 +113,6 @@ function readConfig(): Config {
   };
 }
 
-/** A Cleanup that refuses new steps once the run is interrupted (the step runs at once, the caller gets an error). */
-class BenchCleanup extends Cleanup {
-  override add(fn: CleanupFn, label?: string): void {
-    if (isAborted()) {
-      void Promise.resolve().then(fn).catch(() => undefined);
-      throw new AbortedError();
-    }
-    super.add(fn, label);
-  }
-}
-
-/** A part's own cleanup, also registered with the run's: whichever runs first runs it, the other waits for it. */
-function scope(global: BenchCleanup, name: string): { part: BenchCleanup; done: () => Promise<void> } {
-  const part = new BenchCleanup();
-  let running: Promise<unknown> | undefined;
-  const done = async (): Promise<void> => { await (running ??= part.run()); };
-  global.add(done, `${name} cleanup`);
-  return { part, done };
-}
-
-function checkAborted(): void {
-  if (isAborted()) throw new AbortedError();
-}
-
-const r1 = (x: number): number => Number(x.toFixed(1));
-const r3 = (x: number): number => Number(x.toFixed(3));
-const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
 const camel = (s: string): string => s.replace(/(^|-)([a-z])/g, (_m: string, _d: string, c: string) => c.toUpperCase());
 const us = (ns: number): string => `${(ns / 1000).toFixed(1)} µs`;
 
