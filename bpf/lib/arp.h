@@ -5,11 +5,16 @@
 #define WAGGLE_LIB_ARP_H
 
 #include <linux/bpf.h>
-#include <linux/if_arp.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "eth.h"
+
+/* From <linux/if_arp.h>, which pulls in glibc's <sys/socket.h> (and with it
+ * headers a BPF target build may not have). */
+#define ARPHRD_ETHER 1
+#define ARPOP_REQUEST 1
+#define ARPOP_REPLY 2
 
 /* An Ethernet/IPv4 ARP packet (RFC 826), as it follows the Ethernet header. */
 struct arp_eth_ipv4 {
