@@ -197,6 +197,13 @@ static __always_inline int deliver_from_endpoint(struct __sk_buff *skb, struct p
 		/* A hairpin reply goes back into the endpoint it came from. */
 		if (ret == LB_REV_HAIRPIN)
 			dst = lookup_endpoint(pi->family, pi->saddr);
+		/* A NodePort client outside the node: out of the device it came in on. */
+		if (ret == LB_REV_NODEPORT) {
+			__u32 ifindex = lb_rev_ifindex();
+
+			if (ifindex)
+				return forward_to_network(skb, pi, ifindex, report);
+		}
 	}
 	if (dst) {
 		if (pi->family == FLOW_FAMILY_IPV4)
@@ -228,7 +235,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 	saddr = ip->saddr;
 	if (saddr != cfg->ipv4 || cfg->ipv4 == 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
-	ret = lb_nat_forward(skb, pi);
+	ret = lb_nat_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
 	__builtin_memcpy(&daddr, pi->daddr, 4);
@@ -319,7 +326,7 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, TRACE_EP_NONE);
 		return TC_ACT_OK;
 	}
-	ret = lb_nat_forward(skb, pi);
+	ret = lb_nat_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
 	dst = lookup_endpoint6(pi->daddr);

@@ -32,6 +32,12 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   assert.match(svc[2]!, new RegExp(`${prefix}-web ×\\d+`));
   assert.match(svc[2]!, new RegExp(`${prefix}-web-2 ×\\d+`));
   assert.equal(svc[3], `${svc[1]}:80`);
+  // NodePort from a namespace standing in for another machine: both backends, the client's own address kept.
+  const np = new RegExp(`a client outside the node \\(namespace ${prefix}-outside, (10\\.202\\.0\\.\\d+)\\) opens 8 connections to the node port http://10\\.202\\.0\\.1:30080/ through device ${prefix}-ext: answered by (.*); the servers saw (\\S+) `).exec(r.stdout);
+  assert.ok(np, `NodePort step:\n${r.stdout}`);
+  assert.match(np[2]!, new RegExp(`${prefix}-web ×\\d+`));
+  assert.match(np[2]!, new RegExp(`${prefix}-web-2 ×\\d+`));
+  assert.equal(np[3], np[1], 'the backends saw the outside client\'s own address');
   const netnsAfter = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
   assert.ok(!netnsAfter.includes(prefix), `namespaces left behind:\n${netnsAfter}`);
   assert.equal(netnsAfter.split('\n').filter((l) => l.includes(prefix)).length, netnsBefore.split('\n').filter((l) => l.includes(prefix)).length);
@@ -40,6 +46,7 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
     const ifname = hostIfnameFor('demo-node', `${prefix}-${name}`);
     assert.ok(!links.includes(`${ifname}@`), `veth ${ifname} of ${prefix}-${name} left behind`);
   }
+  assert.ok(!links.includes(`${prefix}-ext@`), 'the outside link is left behind');
   const mounts = spawnSync('cat', ['/proc/self/mounts'], { encoding: 'utf8' }).stdout;
   assert.ok(!/waggle-demo-/.test(mounts), 'the demo bpffs is still mounted');
 });

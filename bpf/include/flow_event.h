@@ -16,6 +16,7 @@
 #define OBS_TO_STACK 3       /* handed to the node's network stack */
 #define OBS_FROM_ENDPOINT 5  /* seen leaving an endpoint (drops before any decision) */
 #define OBS_TO_ENDPOINT 101  /* delivered to an endpoint */
+#define OBS_TO_NETWORK 11    /* sent out of a host device (a NodePort reply to an outside client) */
 
 /* flow_event.verdict (Hubble Verdict). */
 #define VERDICT_FORWARDED 1

@@ -12,6 +12,9 @@
  *               hairpin backend -> service address) -> the service
  *               address:port the reply's source is rewritten to.
  *
+ * The host device program (bpf/netdev.bpf.c) writes the same entries for
+ * NodePort connections that arrive from outside the node.
+ *
  * Ports and addresses are in network order, as in the packet and in
  * bpf/include/lb.h. Sizes: LB_NAT_MAX (lb.h) entries each.
  * Mirrored by src/datapath/codecs/lb-nat.ts (checked against BTF by a test). */
@@ -45,6 +48,10 @@ struct lb_nat_entry {
 	__u8 pad;
 	__u32 backend_id;   /* lb_backends key */
 	__u32 service_id;   /* lb_service.service_id (slot 0) */
+	__u32 ifindex;      /* a NodePort connection from outside the node: the
+			     * host device it came in on (bpf/netdev.bpf.c), which
+			     * its replies leave through; 0 for a connection
+			     * from a local endpoint */
 };
 
 #endif

@@ -11,6 +11,7 @@
  *                                bpf_redirect_peer (router MACs, TTL - 1),
  *                                which skips that endpoint's own hooks: its
  *                                ingress policy was applied above
+ *   forward_to_network()         out of a host device (a NodePort reply)
  */
 #ifndef WAGGLE_LIB_DELIVER_H
 #define WAGGLE_LIB_DELIVER_H
@@ -310,6 +311,39 @@ static __always_inline int forward_ipv6(struct __sk_buff *skb, struct pkt_info *
 	else
 		trace_forward_report(skb, pi, OBS_TO_ENDPOINT, pi->endpoint_id, dst_id, report);
 	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* Out of host device `ifindex` towards the network (the reply of a NodePort
+ * connection from outside the node): TTL - 1, then bpf_redirect_neigh, whose
+ * route and neighbour lookups fill the MACs; the node's forwarding sysctls
+ * play no part. */
+static __always_inline int forward_to_network(struct __sk_buff *skb, struct pkt_info *pi, __u32 ifindex,
+					      int report)
+{
+	void *data = pkt_data(skb), *data_end = pkt_end(skb);
+
+	if (pi->family == FLOW_FAMILY_IPV4) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end)
+			return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
+		if (ip->ttl <= 1)
+			return drop(skb, pi, DROP_TTL_EXCEEDED);
+		ipv4_decrease_ttl(ip);
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return drop(skb, pi, DROP_INVALID_PACKET_DROPPED);
+		if (ip6->hop_limit <= 1)
+			return drop(skb, pi, DROP_TTL_EXCEEDED);
+		ip6->hop_limit--;
+	}
+	if (report < 0)
+		trace_forward(skb, pi, OBS_TO_NETWORK, pi->endpoint_id, TRACE_EP_NONE);
+	else
+		trace_forward_report(skb, pi, OBS_TO_NETWORK, pi->endpoint_id, TRACE_EP_NONE, report);
+	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 }
 
 #endif

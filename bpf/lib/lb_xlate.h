@@ -258,10 +258,14 @@ static __always_inline struct lb_xlate_scratch *lb_scratch(void)
  * (terminating or not); otherwise (a new connection, or its backend was
  * removed) lb_select chooses one and both entries are written anew. On
  * success `pi` holds the translated tuple, FLOW_F_TRANSLATED and the service
- * ID. Returns 0 or a drop reason (DROP_SERVICE_BACKEND_NOT_FOUND: the service
- * has no backend taking connections). A BPF subprogram: its stack does not
- * add to the caller's inlined frame. */
-static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi)
+ * ID. `from_ifindex` is 0 for a packet from a local endpoint (every service
+ * translates); for a packet that arrived on host device `from_ifindex` only
+ * NodePort frontends translate, and the connection's entries remember the
+ * device (its replies leave through it). Returns 0 or a drop reason
+ * (DROP_SERVICE_BACKEND_NOT_FOUND: the service has no backend taking
+ * connections). A BPF subprogram: its stack does not add to the caller's
+ * inlined frame. */
+static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi, __u32 from_ifindex)
 {
 	struct lb_xlate_scratch *s;
 	struct lb_service_key skey;
@@ -277,7 +281,7 @@ static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi)
 	sport = bpf_htons(pi->sport);
 	dport = bpf_htons(pi->dport);
 	svc = lb_lookup_service(&skey, pi->family, pi->daddr, dport, pi->proto);
-	if (!svc)
+	if (!svc || (from_ifindex && !(svc->flags & LB_F_NODEPORT)))
 		return 0;
 	s = lb_scratch();
 	if (!s)
@@ -317,6 +321,7 @@ static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi)
 		s->fwd.pad = 0;
 		s->fwd.backend_id = backend_id;
 		s->fwd.service_id = svc->service_id;
+		s->fwd.ifindex = from_ifindex;
 		bpf_map_update_elem(&lb_nat, &s->key, &s->fwd, BPF_ANY);
 		lb_copy16(s->rev.addr, s->vip);
 		s->rev.port = dport;
@@ -324,6 +329,7 @@ static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi)
 		s->rev.pad = 0;
 		s->rev.backend_id = backend_id;
 		s->rev.service_id = s->fwd.service_id;
+		s->rev.ifindex = from_ifindex;
 		lb_nat_tuple(&s->rkey, pi->family, pi->proto, s->fwd.addr,
 			     (s->fwd.flags & LB_NAT_F_HAIRPIN) ? s->vip : s->client, s->fwd.port, sport);
 		bpf_map_update_elem(&lb_rev_nat, &s->rkey, &s->rev, BPF_ANY);
@@ -359,12 +365,15 @@ static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi)
  * for hairpin the destination becomes the client (the packet's own source).
  * `pi` keeps the tuple conntrack saw (the real ends, for events) and gets
  * FLOW_F_TRANSLATED and the service ID. Returns 0 (nothing to do), 1 (done),
- * 2 (done, hairpin: the destination changed) or a drop reason (>= 130). */
+ * 2 (done, hairpin: the destination changed), 3 (done, a NodePort connection
+ * from outside: the reply leaves through host device lb_rev_ifindex()) or a
+ * drop reason (>= 130). */
 #define LB_REV_NONE 0
 #define LB_REV_DONE 1
 #define LB_REV_HAIRPIN 2
+#define LB_REV_NODEPORT 3
 
-static __noinline int lb_nat_reverse(struct __sk_buff *skb, struct pkt_info *pi)
+static __noinline __attribute__((unused)) int lb_nat_reverse(struct __sk_buff *skb, struct pkt_info *pi)
 {
 	struct lb_xlate_scratch *s;
 	struct lb_nat_entry *found;
@@ -397,7 +406,18 @@ static __noinline int lb_nat_reverse(struct __sk_buff *skb, struct pkt_info *pi)
 		return ret;
 	pi->flags |= FLOW_F_TRANSLATED;
 	pi->service_id = s->rev.service_id;
+	if (done == LB_REV_DONE && s->rev.ifindex)
+		done = LB_REV_NODEPORT;
 	return done;
+}
+
+/* After lb_nat_reverse() said LB_REV_NODEPORT: the host device the reply
+ * leaves through (0: none known). */
+static __always_inline __u32 lb_rev_ifindex(void)
+{
+	struct lb_xlate_scratch *s = lb_scratch();
+
+	return s ? s->rev.ifindex : 0;
 }
 
 /* For a conntrack entry's policy re-check: whether the connection `key`

@@ -21,6 +21,7 @@ import { FlowPipeline } from '../observe/pipeline.js';
 import { createHttpServer, listen } from './http-server.js';
 import { addServiceRoutes } from './service-routes.js';
 import { attachSocketLb } from '../datapath/sock.js';
+import { attachHostDevices } from '../datapath/netdev.js';
 import { LbMapWriter, readLbState, type LbDesiredState } from '../datapath/lb-maps.js';
 import { listAddresses } from '../netlink/addr.js';
 import { ServiceManager } from '../service/manager.js';
@@ -34,7 +35,7 @@ import type { AgentConfig } from './config.js';
 
 /** The node's own addresses NodePort services answer on (global scope; not the endpoints' virtual router). */
 function nodeAddresses(router: readonly string[]): string[] {
-  return [...new Set(listAddresses().filter((a) => a.scope === 0 && !router.includes(a.address) && !a.address.startsWith('fe80:')).map((a) => a.address))];
+  return [...new Set(listAddresses().filter((a) => a.scope === 'universe' && !router.includes(a.address) && !a.address.startsWith('fe80:')).map((a) => a.address))];
 }
 
 /** The service manager's resolved state in the LB map writer's terms. */
@@ -72,6 +73,11 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   if (mounted) log.info({ bpffs: cfg.bpffsRoot }, 'mounted a BPF filesystem');
   const pinDir = join(cfg.bpffsRoot, 'maps');
   ensureSharedMaps(pinDir);
+  // NodePort from outside the node: the host device program on --devices
+  // (every device checked first; links of devices no longer configured go).
+  const hostDevices = attachHostDevices({ pinDir, devices: cfg.devices });
+  if (hostDevices.length > 0) log.info({ devices: hostDevices.map((d) => `${d.device} (${d.state})`) }, 'NodePort services reachable from outside through these devices');
+  else log.info('no --devices: NodePort services answer only on this node');
 
   const ipam = new Ipam(cfg.podCidr);
   const routerAddresses = [ipam.routerAddress(4), ipam.routerAddress(6)].filter((a): a is string => a !== undefined);
@@ -154,7 +160,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
     flows: (({ flows: _f, policyVerdicts: _p, ...figures }) => figures)(flows.stats()),
     policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
-    services: { services: services.list().length, frontends: services.state.frontends.length, backends: services.state.backends.length, socketLb: socketLb.cgroupPath },
+    services: { services: services.list().length, frontends: services.state.frontends.length, backends: services.state.backends.length, socketLb: socketLb.cgroupPath, devices: hostDevices.map((d) => d.device) },
     bpffsRoot: cfg.bpffsRoot,
   });
   /** Timers off and map/ring handles closed (the pinned datapath itself keeps running). */

@@ -61,3 +61,12 @@ test('a bad config file is refused with the reason', () => {
   assert.throws(() => loadAgentConfig({ configFile: file('d.yaml', '- a\n- b\n'), env: {} }), /must be a YAML mapping/);
   assert.throws(() => loadAgentConfig({ configFile: file('e.yaml', 'flow-buffer: -1\n'), env: {} }), /flow-buffer \(from config file .*e.yaml\)/);
 });
+
+test('--devices: none by default; repeated, comma-separated, from YAML or the environment; bad names refused', () => {
+  assert.deepEqual(loadAgentConfig({ env: {} }).devices, []);
+  assert.deepEqual(loadAgentConfig({ env: {}, flags: { devices: ['eth0,eth1', 'bond0'] } }).devices, ['eth0', 'eth1', 'bond0']);
+  assert.deepEqual(loadAgentConfig({ env: { WAGGLE_DEVICES: 'eth0, eth1' } }).devices, ['eth0', 'eth1']);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { devices: ['eth0', 'eth0'] } }), /devices .*names a device twice/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { devices: ['a-name-longer-than-15'] } }), /devices .*must be a network device name/);
+  assert.throws(() => loadAgentConfig({ env: {}, flags: { devices: ['../etc'] } }), /devices .*must be a network device name/);
+});

@@ -54,6 +54,8 @@ export const agentConfigSchema = z.object({
     const [a, b] = r.split('-').map(Number) as [number, number];
     return a >= 1 && b <= 65535 && a <= b;
   }, 'must be a range of ports within 1-65535, first not after last'),
+  devices: z.array(z.string().regex(/^[^/\s:]{1,15}$/, 'must be a network device name (1-15 characters, no /, : or spaces)'))
+    .refine((d) => new Set(d).size === d.length, 'names a device twice'),
   flowBuffer: z.number().int().min(1).max(1_000_000),
   ctGcIntervalSeconds: z.number().int().min(1).max(3600),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
@@ -91,6 +93,7 @@ export const CONFIG_KEYS = {
   'service-cidr': 'serviceCidr',
   'maglev-table-size': 'maglevTableSize',
   'node-port-range': 'nodePortRange',
+  devices: 'devices',
   'flow-buffer': 'flowBuffer',
   'ct-gc-interval': 'ctGcIntervalSeconds',
   'log-level': 'logLevel',
@@ -116,6 +119,7 @@ export function defaultConfig(): AgentConfig {
     serviceCidr: ['10.96.0.0/16', 'fd00:96::/112'],
     maglevTableSize: 16381,
     nodePortRange: '30000-32767',
+    devices: [],
     flowBuffer: 4096,
     ctGcIntervalSeconds: 30,
     logLevel: 'info',
@@ -126,9 +130,10 @@ type Raw = Record<string, unknown>;
 
 function coerce(flag: FlagName, value: unknown, source: string): unknown {
   const field = CONFIG_KEYS[flag];
-  if (field === 'podCidr' || field === 'serviceCidr') {
-    if (Array.isArray(value)) return value;
-    if (typeof value === 'string') return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (field === 'podCidr' || field === 'serviceCidr' || field === 'devices') {
+    const split = (v: string): string[] => v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (Array.isArray(value)) return value.flatMap((v: unknown) => (typeof v === 'string' ? split(v) : [v]));
+    if (typeof value === 'string') return split(value);
     return value;
   }
   if ((field === 'flowBuffer' || field === 'ctGcIntervalSeconds' || field === 'maglevTableSize') && typeof value === 'string') {

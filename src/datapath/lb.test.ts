@@ -29,6 +29,7 @@ import {
   attachEndpoint, detachEndpointPrograms, endpointsMap, lbNatMaps, loadEndpointDatapath, lxcConfigOf, openEvents,
   type DecodedFlowEvent, type EndpointDatapath,
 } from './lxc.js';
+import { loadHostDeviceProgram } from './netdev.js';
 import { ctMap, ipcacheMap, policyMap, policyStateMap, writePolicyRevision } from './policy-maps.js';
 import type { EndpointInfo } from './codecs/endpoint.js';
 import type { IpcacheValue } from './codecs/ipcache.js';
@@ -54,6 +55,7 @@ const F_EGRESS = 0x2;
 const NO_BACKEND = dropReasonCode('SERVICE_BACKEND_NOT_FOUND');
 const POLICY_DENIED = dropReasonCode('POLICY_DENIED');
 const CT_CANNOT_CREATE = dropReasonCode('CT_CANNOT_CREATE_ENTRY_FROM_PACKET');
+const NOT_LOCAL = dropReasonCode('NO_MATCHING_LOCAL_CONTAINER_FOUND');
 const { REPLY_KNOWN, IS_REPLY, TRANSLATED, EGRESS, INGRESS } = FLOW_FLAGS;
 
 interface Ep {
@@ -74,6 +76,13 @@ const R = { ipv4: '10.199.231.5', ipv6: 'fd99:231::5' };
 
 const VIP4 = '10.199.240.10';
 const VIP6 = 'fd99:240::10';
+/** NodePort: a node address, a client outside the node and the host device it comes in on. */
+const NODE4 = '10.199.245.1';
+const NODE6 = 'fd99:245::1';
+const CLIENT4 = '10.199.246.50';
+const CLIENT6 = 'fd99:246::50';
+const CLIENT_MAC = '02:00:00:00:02:50';
+const DEV = { mac: '02:00:00:00:02:01', ifindex: 0 };
 
 /** Backend IDs: B, C, R and A (hairpin) on port 8080, IPv4 and IPv6. */
 const BE = { B4: 1, C4: 2, R4: 3, A4: 4, B4_PORT0: 5, B6: 11, C6: 12, R6: 13, A6: 14 } as const;
@@ -290,6 +299,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     A.ifindex = ifindexIn(runNs, 'wglba');
     B.ifindex = ifindexIn(runNs, 'wglbb');
     C.ifindex = ifindexIn(runNs, 'wglbc');
+    DEV.ifindex = ifindexIn(runNs, 'wglbd');
   });
 
   beforeEach(() => {
@@ -341,7 +351,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
   test('only replies of translated connections are translated back: a stale lb_rev_nat entry leaves a direct connection alone', (t) => {
     if (skipUnlessRoot(t)) return;
     // What an earlier translated connection on the same ports could have left behind.
-    revNat.update(natKey(B.ipv4, A.ipv4, TCP, 8080, 50100), { addr: addr16(VIP4), port: 80, flags: 0, backendId: BE.B4, serviceId: 7 });
+    revNat.update(natKey(B.ipv4, A.ipv4, TCP, 8080, 50100), { addr: addr16(VIP4), port: 80, flags: 0, backendId: BE.B4, serviceId: 7, ifindex: 0 });
     assert.equal(from(A, out(A, B.ipv4, TCP, tcp(50100, 8080, SYN))).retval, TC_ACT_REDIRECT);
     assert.equal(ct.lookup(ctKeyOf(A.ipv4, B.ipv4, TCP, 50100, 8080))?.flags, 0, 'a direct connection is not marked');
     const reply = from(B, out(B, A.ipv4, TCP, tcp(8080, 50100, SYN | ACK)));
@@ -596,6 +606,70 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     assert.equal(open(A, VIP6, 80, 60002).p.dst, norm(R.ipv6));
     const q6 = frameOf(to(A, inbound(A, R.ipv6, TCP, tcp(8080, 60002, SYN | ACK))), 'IPv6 reply from the stack');
     assert.deepEqual([q6.src, q6.sport], [norm(VIP6), 80]);
+  });
+
+  test('NodePort from outside (from_netdev on a host device): DNAT into a local backend keeping the client address; the reply leaves through that device from the node address and node port', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const loaded = loadHostDeviceProgram(pinDir);
+    t.after(() => loaded.close());
+    const netdev = (frame: Buffer): Run => {
+      rb.skip();
+      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
+      return { retval: r.retval, events: drainEvents(rb), data: r.data };
+    };
+    const outside = (client: string, dst: string, proto: number, l4: Buffer): Buffer => (dst.includes(':')
+      ? eth(DEV.mac, CLIENT_MAC, 0x86dd, ipv6(client, dst, proto, withL4Checksum(client, dst, proto, l4)))
+      : eth(DEV.mac, CLIENT_MAC, 0x0800, ipv4(client, dst, proto, withL4Checksum(client, dst, proto, l4))));
+    writeService({ id: 40, vip: NODE4, port: 30080, proto: TCP, backends: [BE.B4, BE.C4], flags: LB_FLAGS.NODEPORT });
+
+    const r = netdev(outside(CLIENT4, NODE4, TCP, tcp(41000, 30080, SYN)));
+    assert.equal(r.retval, TC_ACT_REDIRECT, `into the backend (events ${JSON.stringify(r.events.map((e) => e.dropReasonName))})`);
+    const p = frameOf(r, 'NodePort SYN');
+    const be = endpointOf(p.dst);
+    assert.ok(be === B || be === C, `DNAT to B or C, got ${p.dst}`);
+    assert.deepEqual([p.src, p.sport, p.dport, p.ethDst, p.ttl], [CLIENT4, 41000, 8080, be.mac, 63], 'the client address is kept (no SNAT)');
+    const trace = only(r.events, FLOW_EVENT_TRACE);
+    assert.deepEqual([trace.flags, trace.line, trace.srcIdentity, trace.dstEndpoint, trace.obsPointName], [REPLY_KNOWN | TRANSLATED, 40, IDENTITY_WORLD, be.id, 'TO_ENDPOINT']);
+    assert.equal(revNat.lookup(natKey(be.ipv4, CLIENT4, TCP, 8080, 41000))?.ifindex, DEV.ifindex, 'the reply entry names the device');
+    assert.equal(ct.lookup(ctKeyOf(CLIENT4, be.ipv4, TCP, 41000, 8080))?.flags, CT_FLAGS.SERVICE);
+
+    const reply = from(be, out(be, CLIENT4, TCP, tcp(8080, 41000, SYN | ACK)));
+    assert.equal(reply.retval, TC_ACT_REDIRECT, 'out of the device (bpf_redirect_neigh), not to the stack');
+    const q = frameOf(reply, 'NodePort reply');
+    assert.deepEqual([q.src, q.sport, q.dst, q.dport, q.ttl], [NODE4, 30080, CLIENT4, 41000, 63]);
+    const rt = only(reply.events, FLOW_EVENT_TRACE);
+    assert.deepEqual([rt.flags, rt.line, rt.obsPointName], [REPLY_KNOWN | IS_REPLY | TRANSLATED, 40, 'TO_NETWORK']);
+    // The next packet of the connection keeps its backend.
+    assert.equal(frameOf(netdev(outside(CLIENT4, NODE4, TCP, tcp(41000, 30080, ACK))), 'ACK').dst, be.ipv4);
+
+    // A ClusterIP frontend is not reachable from outside; other traffic to the node passes untouched.
+    writeService({ id: 41, vip: VIP4, port: 80, proto: TCP, backends: [BE.B4] });
+    for (const [dst, port] of [[VIP4, 80], [NODE4, 22], [NODE4, 30081]] as const) {
+      const frame = outside(CLIENT4, dst, TCP, tcp(41001, port, SYN));
+      const pass = netdev(frame);
+      assert.equal(pass.retval, TC_ACT_OK, `${dst}:${port} goes to the stack`);
+      assert.ok(pass.data.equals(frame), `${dst}:${port} untouched`);
+      assert.equal(pass.events.length, 0);
+    }
+    // UDP and IPv6.
+    writeService({ id: 42, vip: NODE6, port: 30053, proto: UDP, backends: [BE.B6], flags: LB_FLAGS.NODEPORT });
+    const u = netdev(outside(CLIENT6, NODE6, UDP, udp(41002, 30053)));
+    assert.equal(u.retval, TC_ACT_REDIRECT);
+    assert.deepEqual([frameOf(u, 'IPv6 UDP').dst, frameOf(u, 'IPv6 UDP').dport], [norm(B.ipv6), 8080]);
+    const uq = frameOf(from(B, out(B, CLIENT6, UDP, udp(8080, 41002))), 'IPv6 UDP reply');
+    assert.deepEqual([uq.src, uq.sport, uq.ttl], [norm(NODE6), 30053, 63]);
+
+    // The backend's ingress policy decides with the client's identity (world).
+    setFlags(B, F_INGRESS);
+    writeService({ id: 43, vip: NODE4, port: 30090, proto: TCP, backends: [BE.B4], flags: LB_FLAGS.NODEPORT });
+    const denied = assertDropped(netdev(outside(CLIENT4, NODE4, TCP, tcp(41003, 30090, SYN))), POLICY_DENIED, 'world without an ingress rule');
+    assert.deepEqual([denied.dstIp, denied.dstPort], [B.ipv4, 8080], 'the drop names the backend');
+    rule(B, 'ingress', IDENTITY_WORLD, TCP, 8080, 77);
+    assert.equal(netdev(outside(CLIENT4, NODE4, TCP, tcp(41004, 30090, SYN))).retval, TC_ACT_REDIRECT, 'allowed once world may reach 8080');
+
+    // A backend that is no endpoint on this node cannot be reached from outside.
+    writeService({ id: 44, vip: NODE4, port: 30091, proto: TCP, backends: [BE.R4], flags: LB_FLAGS.NODEPORT });
+    assertDropped(netdev(outside(CLIENT4, NODE4, TCP, tcp(41005, 30091, SYN))), NOT_LOCAL, 'remote backend');
   });
 
   test('figures: ns per packet under test_run, an established connection through a service vs directly (diagnostic only)', (t) => {

@@ -60,8 +60,7 @@ import { TcxLink, type TcDirection } from '../bpf/link/tcx.js';
 import { bpfObjectPath } from './objects.js';
 import { endpointInfo, endpointIp, type EndpointInfo } from './codecs/endpoint.js';
 import {
-  FLOW_EVENT_DROP, FLOW_EVENT_POLICY_VERDICT, FLOW_EVENT_TRACE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, OBS_FROM_ENDPOINT, OBS_TO_ENDPOINT,
-  OBS_TO_STACK, TCP_FLAGS, VERDICT_DROPPED, VERDICT_FORWARDED, flowEvent, type FlowEvent,
+  FLOW_EVENT_DROP, FLOW_EVENT_POLICY_VERDICT, FLOW_EVENT_TRACE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, OBS_POINT_NAMES, TCP_FLAGS, VERDICT_DROPPED, VERDICT_FORWARDED, flowEvent, type FlowEvent,
 } from './codecs/flow-event.js';
 import { lxcConfig, type LxcConfig } from './codecs/lxc-config.js';
 import { lbNatEntry, lbNatKey, type LbNatEntry, type LbNatKey } from './codecs/lb-nat.js';
@@ -572,9 +571,6 @@ export interface DecodedFlowEvent extends FlowEvent {
   tcpFlagNames: string[];
 }
 
-const OBS_NAMES: Record<number, string> = {
-  [OBS_TO_STACK]: 'TO_STACK', [OBS_FROM_ENDPOINT]: 'FROM_ENDPOINT', [OBS_TO_ENDPOINT]: 'TO_ENDPOINT',
-};
 const TYPE_NAMES: Record<number, string> = { [FLOW_EVENT_DROP]: 'DROP', [FLOW_EVENT_TRACE]: 'TRACE', [FLOW_EVENT_POLICY_VERDICT]: 'POLICY_VERDICT' };
 const VERDICT_NAMES: Record<number, string> = { [VERDICT_FORWARDED]: 'FORWARDED', [VERDICT_DROPPED]: 'DROPPED' };
 
@@ -593,7 +589,7 @@ export function decodeFlowEvent(buf: Buffer, offset = 0): DecodedFlowEvent {
   return {
     ...e,
     typeName: TYPE_NAMES[e.type] ?? `UNKNOWN(${e.type})`,
-    obsPointName: OBS_NAMES[e.obsPoint] ?? `UNKNOWN_POINT(${e.obsPoint})`,
+    obsPointName: OBS_POINT_NAMES[e.obsPoint] ?? `UNKNOWN_POINT(${e.obsPoint})`,
     verdictName: VERDICT_NAMES[e.verdict] ?? `VERDICT_UNKNOWN(${e.verdict})`,
     dropReasonName: dropReasonName(e.dropReason),
     ipVersion: e.family === FLOW_FAMILY_IPV4 ? 4 : e.family === FLOW_FAMILY_IPV6 ? 6 : undefined,

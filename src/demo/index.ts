@@ -4,13 +4,14 @@
  * (an HTTP server in one, clients in the others), prints the flows as they
  * happen, applies a CiliumNetworkPolicy that lets only the clients reach the
  * web server and shows an outsider's connection dropped by it (with the
- * `policy trace` that explains why), shows a spoofed packet dropped with its
+ * `policy trace` that explains why), balances a NodePort Service for a client
+ * in the node and one outside it, shows a spoofed packet dropped with its
  * reason, shows flows filtered by the agent and the drop counters of its
  * Prometheus metrics, serves the live web UI while it runs, and removes
  * everything on exit or Ctrl-C.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -20,6 +21,8 @@ import { spawnAgent } from '../agent/process.js';
 import { encodeFlowQuery } from '../observe/filter.js';
 import { compactLine, isControlFlow, type HubbleRecord } from '../observe/hubble.js';
 import type { EndpointStatus } from '../endpoint/manager.js';
+import { createOutside, type Outside } from './outside.js';
+import { cgroup2Root } from '../datapath/sock.js';
 
 export interface DemoOptions {
   /** Seconds of traffic (0: until Ctrl-C). */
@@ -35,40 +38,55 @@ export interface DemoOptions {
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const HTTP_PORT = 8080;
+const NODE_PORT = 30080;
+/** The demo's "outside the node": a namespace on 10.202.0.0/24 and fd00:202::/64 (node .1, client .2). */
+const OUTSIDE_NET = { ipv4: '10.202.0', ipv6: 'fd00:202' };
 
 const serverScript = (name: string): string => `
 const http = require('http');
 let n = 0;
-http.createServer((req, res) => { n++; res.end('hello from ${name}, request ' + n + '\\n'); })
+http.createServer((req, res) => { n++; res.end('hello from ${name}, request ' + n + ', you are ' + req.socket.remoteAddress.replace(/^::ffff:/, '') + '\\n'); })
   .listen(${HTTP_PORT}, '::', () => console.log('ready'));`;
 
-/** A ClusterIP Service in front of every app=web endpoint. */
+/** A NodePort Service in front of every app=web endpoint (a ClusterIP too). */
 const demoService = (namespace: string): string => `apiVersion: v1
 kind: Service
 metadata:
   name: web
   namespace: ${namespace}
 spec:
+  type: NodePort
   selector:
     app: web
   ports:
   - name: http
     port: 80
     targetPort: ${HTTP_PORT}
+    nodePort: ${NODE_PORT}
 `;
 
-/** Calls http://VIP/ n times (a new connection each) and prints who answered and the peer address its socket saw. */
-const serviceProbeScript = (vip: string, n: number): string => `
+/**
+ * Calls http://HOST:PORT/ n times (a new connection each) and prints who
+ * answered, the peer address its socket saw and the address the servers saw it at.
+ */
+const serviceProbeScript = (host: string, port: number, n: number): string => `
 const net = require('net');
-const counts = {}; const peers = new Set();
+const counts = {}; const peers = new Set(); const seen = new Set();
 const one = () => new Promise((done) => {
-  const s = net.connect(80, '${vip}', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+  const s = net.connect(${port}, '${host}', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+  const t = setTimeout(() => { s.destroy(); counts['timeout'] = (counts['timeout'] || 0) + 1; done(); }, 2000);
   let d = '';
   s.on('data', (x) => { d += x; });
-  s.on('end', () => { peers.add(s.remoteAddress + ':' + s.remotePort); const m = /hello from (\\S+),/.exec(d); const who = m ? m[1] : '?'; counts[who] = (counts[who] || 0) + 1; done(); });
-  s.on('error', (e) => { counts['error ' + e.code] = (counts['error ' + e.code] || 0) + 1; done(); });
+  s.on('end', () => {
+    clearTimeout(t);
+    peers.add(s.remoteAddress.replace(/^::ffff:/, '') + ':' + s.remotePort);
+    const m = /hello from (\\S+), request \\d+, you are (\\S+)/.exec(d);
+    const who = m ? m[1] : '?'; counts[who] = (counts[who] || 0) + 1; if (m) seen.add(m[2]);
+    done();
+  });
+  s.on('error', (e) => { clearTimeout(t); counts['error ' + e.code] = (counts['error ' + e.code] || 0) + 1; done(); });
 });
-(async () => { for (let i = 0; i < ${n}; i++) await one(); console.log(JSON.stringify({ counts, peers: [...peers] })); })();`;
+(async () => { for (let i = 0; i < ${n}; i++) await one(); console.log(JSON.stringify({ counts, peers: [...peers], seen: [...seen] })); })();`;
 
 /** Only endpoints labelled app=client may reach the web server, on its HTTP port. */
 const demoPolicy = (namespace: string): string => `apiVersion: cilium.io/v2
@@ -84,6 +102,12 @@ spec:
   - fromEndpoints:
     - matchLabels:
         app: client
+    toPorts:
+    - ports:
+      - port: "${HTTP_PORT}"
+        protocol: TCP
+  - fromEntities:
+    - world
     toPorts:
     - ports:
       - port: "${HTTP_PORT}"
@@ -128,13 +152,30 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const { out } = opts;
   const dir = mkdtempSync(join(tmpdir(), 'waggle-demo-'));
   const socket = join(dir, 'api.sock');
+  let outside: Outside;
+  try {
+    outside = createOutside(`${opts.prefix}-outside`, `${opts.prefix.slice(0, 11)}-ext`, OUTSIDE_NET);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    out(`✗ could not create the outside namespace: ${(err as Error).message}`);
+    return false;
+  }
+  // The agent's socket programs go on a cgroup of the demo's own, which its
+  // workloads join: on the cgroup2 root they would also balance the outside
+  // client, which stands in for another machine.
+  const cgroup = join(cgroup2Root(), `waggle-demo-${process.pid}`);
+  mkdirSync(cgroup, { recursive: true });
   const agentFlags = [
+    '--devices', outside.device, '--cgroup-root', cgroup,
     '--node-name', 'demo-node', '--state-dir', join(dir, 'state'), '--bpffs-root', join(dir, 'bpffs'),
     '--api-socket', socket, '--http-listen', opts.httpListen ?? await freeListenAddress('127.0.0.1', DEMO_HTTP_PORT),
     ...opts.podCidrs.flatMap((c) => ['--pod-cidr', c]),
   ];
   const children: ChildProcess[] = [];
   const stop = new AbortController();
+  // The live flow stream ends before the closing summary, so its lines do not run into the summary's.
+  const followStop = new AbortController();
+  stop.signal.addEventListener('abort', () => followStop.abort(), { once: true });
   const onSignal = (): void => { out('\n(interrupted: cleaning up)'); stop.abort(); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -165,13 +206,31 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       const r = v as HubbleRecord;
       if ('flow' in r && r.flow.verdict === 'FORWARDED' && isControlFlow(r.flow)) { hidden++; return; }
       out(`  ${'flow' in r ? compactLine(r.flow) : `${r.lost_events.num_events_lost} events lost`}`);
-    }, stop.signal).catch(() => undefined);
+    }, followStop.signal).catch(() => undefined);
 
-    const inNs = (e: EndpointStatus, script: string): ChildProcess => {
-      const child = spawn('nsenter', [`--net=${e.netnsPath}`, '--', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    /** Runs a script in a network namespace; `inCgroup`: in the agent's cgroup (where its socket programs balance services). */
+    const inNs = (e: { netnsPath: string }, script: string, inCgroup = true): ChildProcess => {
+      const nsenter = [`--net=${e.netnsPath}`, '--', process.execPath, '-e', script];
+      const child = inCgroup
+        ? spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec nsenter "$@"', 'demo', cgroup, ...nsenter], { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('nsenter', nsenter, { stdio: ['ignore', 'pipe', 'pipe'] });
       children.push(child);
       return child;
     };
+    /** Runs a probe script in a namespace; resolves to its parsed JSON line (or says what it printed). */
+    const probeJson = async <T>(where: { netnsPath: string }, script: string, inCgroup = true): Promise<T | string> => {
+      const child = inNs(where, script, inCgroup);
+      let text = '';
+      child.stdout?.on('data', (d: Buffer) => { text += d.toString(); });
+      await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        return text.trim() || 'nothing';
+      }
+    };
+    type ProbeResult = { counts: Record<string, number>; peers: string[]; seen: string[] };
+    const answeredBy = (r: ProbeResult): string => Object.entries(r.counts).map(([k, v]) => `${k} ×${v}`).join(', ');
     for (const w of [web, web2]) {
       const server = inNs(w, serverScript(w.name));
       await new Promise<void>((resolve, reject) => {
@@ -196,28 +255,31 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
         return text.trim();
       };
       out(`▶ before any policy, ${outsider.name} (app=outsider) reaches the web server too: ${await runProbe(outsider)}`);
-      out(`▶ waggle apply -f web-allow-clients.yaml: only app=client may reach app=web, on TCP ${HTTP_PORT}`);
+      out(`▶ waggle apply -f web-allow-clients.yaml: only app=client (and clients outside the cluster: world) may reach app=web, on TCP ${HTTP_PORT}`);
       const applied = await call<{ created: string[] }>(socket, 'POST', '/v1/apply', { files: [{ text: demoPolicy('demo'), source: 'web-allow-clients.yaml' }] });
       out(`  ${applied.created.join(', ')} created: enforced in the kernel, for new connections and established ones`);
       out(`▶ ${outsider.name} tries again: ${await runProbe(outsider)} (the clients keep working)`);
       const trace = await call<{ verdict: string; ingress?: { reason: string } }>(socket, 'POST', '/v1/policy/trace', { from: { endpoint: outsider.name }, to: { endpoint: web.name }, dport: `${HTTP_PORT}/tcp` });
       out(`▶ waggle policy trace --from-endpoint ${outsider.name} --to-endpoint ${web.name} --dport ${HTTP_PORT}/tcp: ${trace.verdict.toUpperCase()} (${trace.ingress?.reason === 'no-rule' ? 'web is selected by a policy and no rule allows the outsider' : trace.ingress?.reason ?? ''})`);
 
-      out('▶ waggle apply -f web-service.yaml: a ClusterIP Service "web" in front of every app=web endpoint (port 80 → 8080)');
+      out(`▶ waggle apply -f web-service.yaml: a NodePort Service "web" in front of every app=web endpoint (port 80 and node port ${NODE_PORT} → ${HTTP_PORT})`);
       await call(socket, 'POST', '/v1/apply', { files: [{ text: demoService('demo'), source: 'web-service.yaml' }] });
       const svc = await call<{ clusterIPs: string[]; frontends: { backends: { address: string }[] }[] }>(socket, 'GET', '/v1/services/demo/web');
       const vip = svc.clusterIPs[0] as string;
       out(`  service demo/web: ClusterIP ${vip}, backends ${[...new Set(svc.frontends.flatMap((f) => f.backends.map((b) => b.address)))].join(', ')}`);
-      const probe = inNs(c1, serviceProbeScript(vip, 16));
-      let text = '';
-      probe.stdout?.on('data', (d: Buffer) => { text += d.toString(); });
-      await new Promise<void>((resolve) => probe.once('exit', () => resolve()));
-      try {
-        const r = JSON.parse(text) as { counts: Record<string, number>; peers: string[] };
-        out(`▶ ${c1.name} opens 16 connections to http://${vip}/: answered by ${Object.entries(r.counts).map(([k, v]) => `${k} ×${v}`).join(', ')}; the peer its sockets saw: ${r.peers.join(', ')} (balanced at connect time in eBPF, no per-packet NAT)`);
-      } catch {
-        out(`✗ the service probe said: ${text.trim() || 'nothing'}`);
+      const inside = await probeJson<ProbeResult>(c1, serviceProbeScript(vip, 80, 16));
+      if (typeof inside === 'string') {
+        out(`✗ the service probe said: ${inside}`);
         ok = false;
+      } else {
+        out(`▶ ${c1.name} opens 16 connections to http://${vip}/: answered by ${answeredBy(inside)}; the peer its sockets saw: ${inside.peers.join(', ')} (balanced at connect time in eBPF, no per-packet NAT)`);
+      }
+      const outsideProbe = await probeJson<ProbeResult>({ netnsPath: outside.path }, serviceProbeScript(outside.node.ipv4, NODE_PORT, 8), false);
+      if (typeof outsideProbe === 'string') {
+        out(`✗ the NodePort probe said: ${outsideProbe}`);
+        ok = false;
+      } else {
+        out(`▶ a client outside the node (namespace ${outside.name}, ${outside.client.ipv4}) opens 8 connections to the node port http://${outside.node.ipv4}:${NODE_PORT}/ through device ${outside.device}: answered by ${answeredBy(outsideProbe)}; the servers saw ${outsideProbe.seen.join(', ')} (translated per packet by the device's eBPF program, the client's address kept)`);
       }
     }
     await sleep(seconds > 0 ? (seconds * 1000) / 2 : 2 ** 31 - 1, stop.signal);
@@ -230,6 +292,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       spawnSync('nsenter', [`--net=${c1.netnsPath}`, 'ping', '-c', '1', '-W', '1', '-I', spoof, web.ipv4], { stdio: 'ignore', timeout: 5000 });
       await sleep(500, stop.signal);
     }
+    followStop.abort();
     const status = await call<{ flows: { flowsSeen: number; lostRingBuffer: number } }>(socket, 'GET', '/v1/status');
     out(`▶ ${status.flows.flowsSeen} flows observed (${hidden} ARP/neighbour-discovery flows not shown), ${status.flows.lostRingBuffer} events lost.`);
     out('▶ waggle observe --verdict DROPPED --last 3 (the agent filters its stored flows):');
@@ -254,6 +317,18 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     }
     const r = spawnSync(process.execPath, [CLI, 'agent', '--cleanup', ...agentFlags], { encoding: 'utf8', timeout: 120_000 });
     if (r.status !== 0) { ok = false; out(`✗ cleanup failed: ${r.stderr.trim()}`); }
+    try {
+      rmdirSync(cgroup);
+    } catch (err) {
+      ok = false;
+      out(`✗ removing the cgroup ${cgroup} failed: ${(err as Error).message}`);
+    }
+    try {
+      outside.remove();
+    } catch (err) {
+      ok = false;
+      out(`✗ removing ${outside.name} failed: ${(err as Error).message}`);
+    }
     rmSync(dir, { recursive: true, force: true });
     out(ok ? '▶ removed the endpoints, their namespaces, the pinned programs and the agent\'s state' : '(cleaned up)');
   }

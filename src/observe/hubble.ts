@@ -5,7 +5,7 @@
  */
 import { formatIPv6 } from '../bpf/codec.js';
 import { dropReasonName } from '../datapath/drop-reasons.js';
-import { FLOW_FLAGS, type FlowEvent } from '../datapath/codecs/flow-event.js';
+import { FLOW_FLAGS, OBS_POINT_NAMES, type FlowEvent } from '../datapath/codecs/flow-event.js';
 
 const FLOW_F_REPLY_KNOWN = FLOW_FLAGS.REPLY_KNOWN;
 const FLOW_F_IS_REPLY = FLOW_FLAGS.IS_REPLY;
@@ -75,7 +75,6 @@ export type HubbleRecord =
   | { flow: HubbleFlow; node_name: string; time: string }
   | { lost_events: { source: string; num_events_lost: number }; node_name: string; time: string };
 
-const OBS_POINTS: Record<number, string> = { 3: 'TO_STACK', 5: 'FROM_ENDPOINT', 101: 'TO_ENDPOINT' };
 const TCP_FLAG_NAMES: [number, string][] = [[0x01, 'FIN'], [0x02, 'SYN'], [0x04, 'RST'], [0x08, 'PSH'], [0x10, 'ACK'], [0x20, 'URG'], [0x40, 'ECE'], [0x80, 'CWR']];
 const ICMP4: Record<number, string> = { 0: 'EchoReply', 3: 'DestinationUnreachable', 8: 'EchoRequest', 11: 'TimeExceeded' };
 const ICMP6: Record<number, string> = { 1: 'DestinationUnreachable', 3: 'TimeExceeded', 128: 'EchoRequest', 129: 'EchoReply', 130: 'MulticastListenerQuery', 131: 'MulticastListenerReport', 132: 'MulticastListenerDone', 133: 'RouterSolicitation', 134: 'RouterAdvertisement', 135: 'NeighborSolicitation', 136: 'NeighborAdvertisement', 143: 'MulticastListenerReportV2' };
@@ -215,7 +214,7 @@ export function toHubbleFlow(
     else flow.ingress_allowed_by = [hubblePolicy(ingressRule)];
   }
   // Hubble names the observation point on trace events only.
-  const obs = OBS_POINTS[e.obsPoint];
+  const obs = OBS_POINT_NAMES[e.obsPoint];
   if (obs && !dropped) flow.trace_observation_point = obs;
   if (e.ifindex) flow.interface = observer?.hostIfname ? { index: e.ifindex, name: observer.hostIfname } : { index: e.ifindex };
   return flow;

@@ -76,11 +76,11 @@ export class TestAgent {
     return this.proc?.pid;
   }
 
-  /** Starts the agent process and waits until it serves its API. */
-  async start(timeoutMs = 20_000): Promise<void> {
+  /** Starts the agent process (with its own flags unless told others) and waits until it serves its API. */
+  async start(timeoutMs = 20_000, flags: readonly string[] = this.flags): Promise<void> {
     // A restart appends to the earlier log; readiness is judged on this start's output only.
     try {
-      const started = await spawnAgent(CLI, this.flags, { timeoutMs, onOutput: (text) => { this.logText += text; } });
+      const started = await spawnAgent(CLI, [...flags], { timeoutMs, onOutput: (text) => { this.logText += text; } });
       this.proc = started.child;
       this.url = started.url;
     } catch (err) {

@@ -20,13 +20,16 @@ export function registerAgent(program: Command): void {
     'service-cidr': 'ClusterIP pool for Services without one; repeat for one IPv4 and one IPv6 CIDR (default 10.96.0.0/16 and fd00:96::/112)',
     'maglev-table-size': 'entries of each Maglev lookup table, a prime (default 16381)',
     'node-port-range': 'ports NodePort Services may use (default 30000-32767)',
+    devices: 'host devices that take NodePort traffic from outside the node; repeat or comma-separate (default none: NodePorts answer only on the node itself)',
     'flow-buffer': 'flows kept for `waggle observe` (default 4096)',
     'ct-gc-interval': 'seconds between conntrack garbage collections (default 30)',
     'log-level': 'trace, debug, info, warn or error (default info)',
   };
   for (const flag of Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[]) {
     const text = `${help[flag]} [env ${envName(flag)}]`;
-    if (flag === 'pod-cidr' || flag === 'service-cidr') cmd.option(`--${flag} <cidr>`, text, (v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+    const repeat = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+    if (flag === 'pod-cidr' || flag === 'service-cidr') cmd.option(`--${flag} <cidr>`, text, repeat);
+    else if (flag === 'devices') cmd.option(`--${flag} <name>`, text, repeat);
     else cmd.option(`--${flag} <value>`, text);
   }
   cmd.action(async (opts: Record<string, unknown>) => {

@@ -12,12 +12,13 @@ interface Status {
   ipam: { family: number; cidr: string; used: number; capacity: string }[];
   flows: { flowsSeen: number; stored: number; capacity: number; lostRingBuffer: number; lostBackpressure: number };
   policy: { policies: number; identities: number; lastSync?: { revision: number; ms: number } };
+  services?: { services: number; frontends: number; backends: number; socketLb: string; devices: string[] };
   bpffsRoot: string;
 }
 
 export function registerStatus(program: Command): void {
   program.command('status')
-    .description('show the agent\'s state: node, endpoints, address pools, flows')
+    .description('show the agent\'s state: node, endpoints, address pools, flows, policy, services')
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--api-socket <path>', 'the agent\'s API socket [env WAGGLE_API_SOCKET]')
     .action(async (opts: { output: string; apiSocket?: string }) => {
@@ -35,6 +36,10 @@ export function registerStatus(program: Command): void {
         `Flows:      ${s.flows.flowsSeen} seen, ${s.flows.stored} of the last ${s.flows.capacity} kept`,
         `Lost:       ${s.flows.lostRingBuffer} events (ring buffer full), ${s.flows.lostBackpressure} flows (clients reading too slowly)`,
         `Policy:     ${s.policy.policies} policies, ${s.policy.identities} identities${s.policy.lastSync ? `, revision ${s.policy.lastSync.revision} (last computed in ${s.policy.lastSync.ms} ms)` : ''}`,
+        ...(s.services ? [
+          `Services:   ${s.services.services} services, ${s.services.frontends} frontends, ${s.services.backends} backends; socket LB on ${s.services.socketLb}`,
+          `NodePort:   ${s.services.devices.length > 0 ? `from outside through ${s.services.devices.join(', ')}` : 'on this node only (no --devices)'}`,
+        ] : []),
         `bpffs:      ${s.bpffsRoot}`,
       ].join('\n') + '\n');
     });

@@ -21,6 +21,12 @@ export const OBS_TO_STACK = 3;
 export const OBS_FROM_ENDPOINT = 5;
 /** `OBS_TO_ENDPOINT`. */
 export const OBS_TO_ENDPOINT = 101;
+/** `OBS_TO_NETWORK`: sent out of a host device (a NodePort reply to a client outside the node). */
+export const OBS_TO_NETWORK = 11;
+/** Hubble's TraceObservationPoint name of each `OBS_*`. */
+export const OBS_POINT_NAMES: Readonly<Record<number, string>> = {
+  [OBS_TO_STACK]: 'TO_STACK', [OBS_FROM_ENDPOINT]: 'FROM_ENDPOINT', [OBS_TO_ENDPOINT]: 'TO_ENDPOINT', [OBS_TO_NETWORK]: 'TO_NETWORK',
+};
 
 /** `VERDICT_FORWARDED` (Hubble Verdict). */
 export const VERDICT_FORWARDED = 1;

@@ -40,12 +40,15 @@ export interface LbNatEntry {
   flags: number;
   backendId: number;
   serviceId: number;
+  /** A NodePort connection from outside: the host device it came in on (replies leave there); 0 otherwise. */
+  ifindex: number;
 }
 
-export const lbNatEntry: StructCodec<LbNatEntry> = struct<LbNatEntry>('lb_nat_entry', 28, {
+export const lbNatEntry: StructCodec<LbNatEntry> = struct<LbNatEntry>('lb_nat_entry', 32, {
   addr: { offset: 0, codec: bytes(16) },
   port: { offset: 16, codec: be16 },
   flags: { offset: 18, codec: u8 },
   backendId: { offset: 20, codec: u32 },
   serviceId: { offset: 24, codec: u32 },
+  ifindex: { offset: 28, codec: u32 },
 });
