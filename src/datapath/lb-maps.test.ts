@@ -23,6 +23,8 @@ import {
   LB_MAPS, LbMapWriter, LbStateError, lbAffinityMap, lbServicesMap, readLbState,
   type LbBackendEntry, type LbDesiredState, type LbFrontend, type LbServiceView, type LbState,
 } from './lb-maps.js';
+import { lbNatMaps } from './lxc.js';
+import type { LbNatEntry, LbNatKey } from './codecs/lb-nat.js';
 import { maglevBackendTable, maglevIdentity } from '../service/maglev.js';
 import { isRoot, skipUnlessRoot } from '../../test/helpers/root.js';
 import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
@@ -224,6 +226,8 @@ describe('LB map writer on pinned maps, and lb_select on what it wrote', () => {
     fs = mountTempBpffs();
     pinDir = join(fs.path, 'maps');
     coll = Collection.load(bpfObjectPath(OBJECT), { pinMaps: LB_MAPS, pinDir });
+    // The endpoint programs' translation maps beside them, as in an agent.
+    Collection.load(bpfObjectPath('lxc'), { programs: [], pinMaps: ['lb_nat', 'lb_rev_nat'], pinDir }).close();
     prog = coll.program('lb_test_select');
     hits = coll.map('lb_test_hits', u32, u64n);
   }
@@ -284,6 +288,31 @@ describe('LB map writer on pinned maps, and lb_select on what it wrote', () => {
     assert.equal(restarted.serviceEntriesDeleted + restarted.backendsDeleted + restarted.maglevTablesDeleted, 0);
     assertMapsHold(pinDir, state, M);
     t.diagnostic(`first apply ${stats.ms.toFixed(2)} ms, again ${again.ms.toFixed(2)} ms, after a restart ${restarted.ms.toFixed(2)} ms`);
+  });
+
+  test('per-packet translation entries of a removed service go; those of services that stay are kept', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const state: LbDesiredState = { backends: [backend(1), backend(2)], frontends: [frontend(1, [1]), frontend(2, [2])] };
+    w().apply(state);
+    const { nat, revNat } = lbNatMaps(pinDir);
+    try {
+      const key = (sport: number): LbNatKey => ({ saddr: lbAddrBytes(4, '10.0.0.9'), daddr: lbAddrBytes(4, '10.96.0.1'), sport, dport: 80, proto: 6, family: LB_AF_INET });
+      const entry = (serviceId: number): LbNatEntry => ({ addr: lbAddrBytes(4, '10.0.1.1'), port: 8080, flags: 0, backendId: serviceId, serviceId, ifindex: 0 });
+      for (const m of [nat, revNat]) {
+        m.update(key(1000), entry(1));
+        m.update(key(2000), entry(2));
+      }
+      assert.equal(w().apply(state).natDeleted, 0, 'nothing removed, nothing scanned away');
+      const stats = w().apply({ backends: [backend(1)], frontends: [frontend(1, [1])] });
+      assert.equal(stats.natDeleted, 2);
+      for (const m of [nat, revNat]) {
+        assert.equal(m.lookup(key(1000))?.serviceId, 1, 'the remaining service keeps its connections');
+        assert.equal(m.lookup(key(2000)), undefined, 'the removed service\'s entry is gone');
+      }
+    } finally {
+      nat.close();
+      revNat.close();
+    }
   });
 
   test('changes leave exactly the desired entries, and the datapath never sees a half-written service', (t) => {

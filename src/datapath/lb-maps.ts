@@ -40,6 +40,7 @@
  * changed backend or frontend must differ in its fields (mutating an object in
  * place is fine, the fields are compared).
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { u32 } from '../bpf/codec.js';
 import { BpfMap, mapInfo } from '../bpf/map.js';
@@ -47,6 +48,8 @@ import { BpfSyscallError, BpfUsageError } from '../bpf/errors.js';
 import { check, closeFd } from '../bpf/fd.js';
 import { bpf, errno, isMapFailed, libcCalls, pageSize, viewOf } from '../bpf/sys.js';
 import { Cmd, MapType } from '../bpf/types.js';
+import { lbNatMaps } from './lxc.js';
+import { LB_NAT_ENTRY_SERVICE_ID_OFFSET, type LbNatEntry, type LbNatKey } from './codecs/lb-nat.js';
 import {
   LB_AF_INET, LB_AF_INET6, LB_BACKEND_F_TERMINATING, LB_BACKENDS_MAX, LB_FLAGS, LB_MAGLEV_INNER_FLAGS, LB_MAGLEV_MAX, LB_PROTO,
   LB_SERVICE_KEY_SLOT_OFFSET, LB_SERVICES_MAX, lbAddrBytes, lbAddrText, lbAffinity, lbAffinityKey, lbBackend, lbProtoName,
@@ -159,6 +162,8 @@ export interface LbSyncStats {
   /** Table entries written (whole new tables plus changed entries of tables updated in place). */
   maglevEntriesWritten: number;
   affinityDeleted: number;
+  /** `lb_nat` / `lb_rev_nat` entries of services that are gone (per-packet translations nothing will use). */
+  natDeleted: number;
 }
 
 // ---- internal state --------------------------------------------------------
@@ -380,6 +385,9 @@ export class LbMapWriter {
   private readonly backendMap: BpfMap<number, LbBackend>;
   private readonly maglev: BpfMap<number, number>;
   private readonly affinityMap: BpfMap<LbAffinityKey, LbAffinity>;
+  private readonly natMaps: BpfMap<LbNatKey, LbNatEntry>[];
+  /** Service IDs of the last plan (undefined: not known yet, e.g. after a restart). */
+  private serviceIds: Set<number> | undefined;
   private backends = new Map<number, BackendRec>();
   private frontends = new Map<string, FrontendRec>();
   private frontendInputs = new Map<string, FrontendRec>();
@@ -409,6 +417,14 @@ export class LbMapWriter {
       opened.push(this.maglev);
       this.affinityMap = lbAffinityMap(pinDir);
       opened.push(this.affinityMap);
+      // The endpoint programs' translation maps, when they are pinned here too (an agent's are).
+      if (existsSync(join(pinDir, 'lb_nat'))) {
+        const { nat, revNat } = lbNatMaps(pinDir);
+        this.natMaps = [nat, revNat];
+        opened.push(nat, revNat);
+      } else {
+        this.natMaps = [];
+      }
       this.reload();
     } catch (err) {
       for (const m of opened) m.close();
@@ -679,7 +695,7 @@ export class LbMapWriter {
     const stats: LbSyncStats = {
       ms: 0, maglevComputeMs: 0, frontends: plan.frontends.length, backends: plan.backends.length, maglevTables: plan.tables.size,
       serviceEntriesWritten: 0, serviceEntriesDeleted: 0, backendsWritten: 0, backendsDeleted: 0,
-      maglevTablesCreated: 0, maglevTablesUpdated: 0, maglevTablesDeleted: 0, maglevEntriesWritten: 0, affinityDeleted: 0,
+      maglevTablesCreated: 0, maglevTablesUpdated: 0, maglevTablesDeleted: 0, maglevEntriesWritten: 0, affinityDeleted: 0, natDeleted: 0,
     };
     let late: [number, BpfMap<number, number>][] = [];
     try {
@@ -689,6 +705,7 @@ export class LbMapWriter {
       stats.serviceEntriesDeleted = this.deleteServices(plan);
       this.finishTables(plan, late, stats);
       stats.affinityDeleted = this.pruneAffinity(plan);
+      stats.natDeleted = this.pruneNat(plan);
       stats.backendsDeleted = this.deleteBackends(plan);
     } catch (err) {
       this.stale = true;
@@ -896,6 +913,33 @@ export class LbMapWriter {
     return deleted;
   }
 
+  /**
+   * Step 6b: per-packet translation entries (`lb_nat`, `lb_rev_nat`) of
+   * services that are gone, so a later service reusing an ID or an address
+   * meets none of them. Scans both maps only when a service ID went (or after
+   * a restart, once).
+   */
+  private pruneNat(plan: Plan): number {
+    const now = new Set<number>();
+    for (const f of plan.frontends) if (f.want) now.add(f.want.serviceId);
+    const before = this.serviceIds;
+    this.serviceIds = now;
+    if (this.natMaps.length === 0 || (before && ![...before].some((sid) => !now.has(sid)))) return 0;
+    let deleted = 0;
+    for (const map of this.natMaps) {
+      const ks = map.info.keySize;
+      const vs = map.info.valueSize;
+      const dead: Buffer[] = [];
+      map.lookupBatchRaw((keys, values, n) => {
+        for (let i = 0; i < n; i++) {
+          if (!now.has(values.readUInt32LE(i * vs + LB_NAT_ENTRY_SERVICE_ID_OFFSET))) dead.push(Buffer.from(keys.subarray(i * ks, (i + 1) * ks)));
+        }
+      });
+      deleted += deleteRaw(map, Buffer.concat(dead), dead.length);
+    }
+    return deleted;
+  }
+
   /** Step 7: backends nothing names any more. */
   private deleteBackends(plan: Plan): number {
     if (this.backends.size === plan.backends.length) return 0;
@@ -919,6 +963,7 @@ export class LbMapWriter {
     this.backendMap.close();
     this.maglev.close();
     this.affinityMap.close();
+    for (const m of this.natMaps) m.close();
   }
 }
 

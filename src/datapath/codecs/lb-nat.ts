@@ -44,11 +44,14 @@ export interface LbNatEntry {
   ifindex: number;
 }
 
+/** Offset of `service_id` in `struct lb_nat_entry` (read straight from raw batches). */
+export const LB_NAT_ENTRY_SERVICE_ID_OFFSET = 24;
+
 export const lbNatEntry: StructCodec<LbNatEntry> = struct<LbNatEntry>('lb_nat_entry', 32, {
   addr: { offset: 0, codec: bytes(16) },
   port: { offset: 16, codec: be16 },
   flags: { offset: 18, codec: u8 },
   backendId: { offset: 20, codec: u32 },
-  serviceId: { offset: 24, codec: u32 },
+  serviceId: { offset: LB_NAT_ENTRY_SERVICE_ID_OFFSET, codec: u32 },
   ifindex: { offset: 28, codec: u32 },
 });
