@@ -39,7 +39,9 @@
  * its source rewritten back to the service (`lb_rev_nat`): in from_endpoint
  * when the backend is local, in to_endpoint when the reply came from the
  * stack. Hairpin (a client that is its own backend) gets the service
- * address as source as well, and its reply goes back into the client.
+ * address as source as well, and its reply goes back into the client. The
+ * reply of a NodePort connection from outside the node (translated by
+ * bpf/netdev.bpf.c) leaves through the host device it came in on.
  *
  * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
  * of the destination, one service lookup (TCP/UDP from an endpoint), one or
