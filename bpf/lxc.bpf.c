@@ -41,7 +41,10 @@
  * stack. Hairpin (a client that is its own backend) gets the service
  * address as source as well, and its reply goes back into the client. The
  * reply of a NodePort connection from outside the node (translated by
- * bpf/netdev.bpf.c) leaves through the host device it came in on.
+ * bpf/netdev.bpf.c) leaves through the host device it came in on. ICMP
+ * errors about translated connections are translated both ways
+ * (bpf/lib/lb_icmp.h). Later fragments of a datagram take the ports of its
+ * first fragment (bpf/lib/frag.h) for all of the above.
  *
  * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
  * of the destination, one service lookup (TCP/UDP from an endpoint), one or
@@ -72,6 +75,7 @@
 #include "lxc_config.h"
 #include "lb_xlate.h"
 #include "deliver.h"
+#include "lb_icmp.h"
 
 BTF_EXPORT(struct flow_event, flow_event);
 
@@ -191,9 +195,10 @@ static __always_inline int deliver_from_endpoint(struct __sk_buff *skb, struct p
 	if (ret != CTP_CONTINUE)
 		return ret;
 	report = ends.report;
-	/* The reply of a translated connection: its source back to the service. */
-	if ((pi->flags & FLOW_F_IS_REPLY) && (ends.ct_flags & CT_F_SERVICE)) {
-		ret = lb_nat_reverse(skb, pi);
+	/* The reply of a translated connection (or an ICMP error about one, not
+	 * translated towards the backend already): its source back to the service. */
+	if ((pi->flags & FLOW_F_IS_REPLY) && (ends.ct_flags & CT_F_SERVICE) && !(pi->flags & FLOW_F_TRANSLATED)) {
+		ret = lb_reverse(skb, pi);
 		if (ret >= DROP_INVALID_SOURCE_MAC)
 			return drop(skb, pi, ret);
 		/* A hairpin reply goes back into the endpoint it came from. */
@@ -237,7 +242,9 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 	saddr = ip->saddr;
 	if (saddr != cfg->ipv4 || cfg->ipv4 == 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
-	ret = lb_nat_forward(skb, pi, 0);
+	ret = frag_track(pi);
+	if (!ret)
+		ret = lb_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
 	__builtin_memcpy(&daddr, pi->daddr, 4);
@@ -328,7 +335,9 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		trace_forward(skb, pi, OBS_TO_STACK, pi->endpoint_id, TRACE_EP_NONE);
 		return TC_ACT_OK;
 	}
-	ret = lb_nat_forward(skb, pi, 0);
+	ret = frag_track(pi);
+	if (!ret)
+		ret = lb_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
 	dst = lookup_endpoint6(pi->daddr);
@@ -397,6 +406,9 @@ int to_endpoint(struct __sk_buff *skb)
 			.report = -1,
 		};
 
+		ret = frag_track(&pi);
+		if (ret)
+			return drop(skb, &pi, ret);
 		ret = conntrack_and_policy_call(skb, &pi, &ends);
 		if (ret != CTP_CONTINUE)
 			return ret;
@@ -404,7 +416,7 @@ int to_endpoint(struct __sk_buff *skb)
 		/* The reply of a connection the endpoint made to a service whose
 		 * backend is elsewhere: its source back to the service. */
 		if ((pi.flags & FLOW_F_IS_REPLY) && (ends.ct_flags & CT_F_SERVICE)) {
-			ret = lb_nat_reverse(skb, &pi);
+			ret = lb_reverse(skb, &pi);
 			if (ret >= DROP_INVALID_SOURCE_MAC)
 				return drop(skb, &pi, ret);
 		}

@@ -9,6 +9,10 @@
  *                backend's ingress policy (the client's identity from the
  *                ipcache: world for an outside address) and goes straight
  *                into the backend's namespace with bpf_redirect_peer.
+ *                An ICMP error about such a connection's reply (a router's
+ *                "packet too big") is translated into one about the
+ *                backend's own reply and delivered to it (bpf/lib/lb_icmp.h);
+ *                later fragments follow their first (bpf/lib/frag.h).
  *                Everything else (the node's own traffic, ARP, neighbour
  *                discovery, other ports) passes to the node's stack untouched.
  *
@@ -41,6 +45,7 @@
 #include "drop.h"
 #include "lb_xlate.h"
 #include "deliver.h"
+#include "lb_icmp.h"
 
 /* After the IP header was parsed into `pi`: the NodePort path, or the stack. */
 static __always_inline int netdev_nodeport(struct __sk_buff *skb, struct pkt_info *pi)
@@ -49,9 +54,11 @@ static __always_inline int netdev_nodeport(struct __sk_buff *skb, struct pkt_inf
 	struct endpoint_info *dst;
 	int ret;
 
-	if (!lb_nat_candidate(pi))
+	/* A later fragment whose head was not seen here is no NodePort
+	 * datagram this program translated: the stack's. */
+	if (frag_track(pi) || (!lb_nat_candidate(pi) && !icmp_is_error(pi)))
 		return TC_ACT_OK;
-	ret = lb_nat_forward(skb, pi, skb->ifindex);
+	ret = lb_forward(skb, pi, skb->ifindex);
 	if (ret)
 		return drop(skb, pi, ret);
 	if (!(pi->flags & FLOW_F_TRANSLATED))

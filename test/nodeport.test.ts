@@ -12,7 +12,10 @@
  *    allow for `world` lets it in again;
  * 3. from the node itself (a process in the agent's cgroup): the socket
  *    programs balance the node port on the node's address;
- * 4. an agent restarted without `--devices` detaches the device program:
+ * 4. ICMP errors are translated too: a backend's "port unreachable" for a
+ *    UDP node port reaches the outside client as an error about the node
+ *    port (ECONNREFUSED on its connected socket);
+ * 5. an agent restarted without `--devices` detaches the device program:
  *    the node's own stack answers (connection refused).
  *
  * The "outside" is a namespace this test creates; every address it uses
@@ -43,6 +46,8 @@ const CLIENT4 = `10.251.${octet}.2`;
 const CLIENT6 = `fd00:251:${octet.toString(16)}::2`;
 const NODE_PORT = 30080;
 const NODE_PORT_UDP = 30053;
+/** A UDP node port whose backends have no listener on the target port. */
+const NODE_PORT_CLOSED = 30054;
 
 interface Endpoint { name: string; ipv4: string; ipv6: string; netnsPath: string }
 
@@ -72,14 +77,16 @@ const one = (r) => new Promise((done) => {
   } else {
     const u = sock = dgram.createSocket(r.addr.includes(':') ? 'udp6' : 'udp4');
     u.on('message', (m, ri) => { clearTimeout(t); u.close(); done(answer(m, ri.address, ri.port)); });
-    u.on('error', (e) => { clearTimeout(t); done({ error: e.code || e.message }); });
-    u.send('hi', r.port, r.addr);
+    u.on('error', (e) => { clearTimeout(t); u.close(); done({ error: e.code || e.message }); });
+    // A connected socket hears ICMP errors about its datagrams (ECONNREFUSED).
+    if (r.proto === 'udp-connected') u.connect(r.port, r.addr, () => u.send('hi'));
+    else u.send('hi', r.port, r.addr);
   }
 });
 (async () => { for (const r of reqs) for (let i = 0; i < r.n; i++) console.log(JSON.stringify({ ...r, ...(await one(r)) })); })();
 `;
 
-interface Request { proto: 'tcp' | 'udp'; addr: string; port: number; n: number }
+interface Request { proto: 'tcp' | 'udp' | 'udp-connected'; addr: string; port: number; n: number }
 interface Answer extends Request { who?: string; saw?: string; peer?: string; error?: string }
 
 interface Env {
@@ -151,6 +158,7 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: 8080, nodePort: ${NODE_PORT}}
   - {name: dns, port: 53, targetPort: 5353, protocol: UDP, nodePort: ${NODE_PORT_UDP}}
+  - {name: closed, port: 54, targetPort: 5999, protocol: UDP, nodePort: ${NODE_PORT_CLOSED}}
 `);
   agent.ok(['apply', '-f', file]);
   return { agent, dir, outside, web };
@@ -245,6 +253,22 @@ test('NodePort from the node itself: the socket programs balance the node addres
     assert.deepEqual(new Set(mine.map((a) => a.who)), new Set(e.web.map((w) => w.name)), `${proto} ${bracket(addr)}:${port} from the node reached both backends`);
     for (const a of mine) assert.equal(a.peer, `${addr}:${port}`, `${proto}: the peer is the node port`);
   }
+});
+
+test('a backend\'s ICMP error reaches the outside client translated: UDP to a node port with no listener behind it is refused at once, IPv4 and IPv6', async (t) => {
+  const e = await env(t);
+  if (!e) return;
+  // The backend's "port unreachable" quotes client → backend:5999; only with the quote
+  // translated to the node address and node port does the client's socket hear it.
+  const answers = askFromOutside(e, [
+    { proto: 'udp-connected', addr: NODE4, port: NODE_PORT_CLOSED, n: 2 }, { proto: 'udp-connected', addr: NODE6, port: NODE_PORT_CLOSED, n: 2 },
+    { proto: 'udp-connected', addr: NODE4, port: NODE_PORT_UDP, n: 1 },
+  ]);
+  assert.deepEqual(answers.map((a) => [a.addr, a.port, a.error]), [
+    [NODE4, NODE_PORT_CLOSED, 'ECONNREFUSED'], [NODE4, NODE_PORT_CLOSED, 'ECONNREFUSED'],
+    [NODE6, NODE_PORT_CLOSED, 'ECONNREFUSED'], [NODE6, NODE_PORT_CLOSED, 'ECONNREFUSED'],
+    [NODE4, NODE_PORT_UDP, undefined],
+  ], 'refused where nothing listens; answered where something does');
 });
 
 test('an agent restarted without --devices takes the device program off (the node\'s own stack answers the node port); with it again, NodePort is back', async (t) => {

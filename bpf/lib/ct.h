@@ -140,14 +140,18 @@ static __always_inline int icmp_is_error(const struct pkt_info *pi)
 /* Whether an ICMP error is about a tracked connection ("related", as
  * netfilter says): the quoted packet's tuple, either way round, has a live
  * entry. Path-MTU discovery and port-unreachable answers then work under any
- * policy, while an error about nothing known is left to policy. Rare packets:
- * the quoted headers are copied out with bpf_skb_load_bytes. */
-static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_info *pi, __u64 now)
+ * policy, while an error about nothing known is left to policy. `*flags`
+ * gets the entry's flags (CT_F_SERVICE: the error is about a translated
+ * connection). Rare packets: the quoted headers are copied out with
+ * bpf_skb_load_bytes. */
+static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_info *pi, __u64 now, __u32 *flags)
 {
 	struct ct_key key = { .family = pi->family }, rev;
 	struct ct_entry *e;
 	__u32 off = (__u32)pi->l4_off + 8;
 
+	if (pi->fragment == FRAG_LATER)
+		return 0;
 	if (pi->family == FLOW_FAMILY_IPV4) {
 		struct iphdr inner;
 
@@ -194,11 +198,14 @@ static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_in
 		return 0;
 	}
 	e = bpf_map_lookup_elem(&ct, &key);
-	if (e && e->expires_ns > now)
-		return 1;
-	ct_reverse(&rev, &key);
-	e = bpf_map_lookup_elem(&ct, &rev);
-	return e && e->expires_ns > now;
+	if (!e || e->expires_ns <= now) {
+		ct_reverse(&rev, &key);
+		e = bpf_map_lookup_elem(&ct, &rev);
+		if (!e || e->expires_ns <= now)
+			return 0;
+	}
+	*flags = e->flags;
+	return 1;
 }
 
 /* A TCP segment that may open a connection: SYN without ACK, RST or FIN. */

@@ -178,14 +178,14 @@ static __always_inline int conntrack_and_policy(struct __sk_buff *skb, struct pk
 		    (pi->proto == IPPROTO_TCP || pi->proto == IPPROTO_UDP || pi->proto == IPPROTO_SCTP))
 			return drop_policy(skb, pi, DROP_CT_TRUNCATED_OR_INVALID_HEADER, src_ep, dst_ep);
 		/* An ICMP error about a tracked connection passes with it. */
-		if (icmp_is_error(pi) && ct_related(skb, pi, now)) {
+		if (icmp_is_error(pi) && ct_related(skb, pi, now, ct_flags)) {
 			resolve_identities(pi, src_identity, dst_identity);
 			pi->flags |= FLOW_F_REPLY_KNOWN | FLOW_F_IS_REPLY;
 			*report = -1;
 			return CTP_CONTINUE;
 		}
-		/* No connection to track (other ICMP, other protocols,
-		 * fragments): every packet is decided by policy. */
+		/* No connection to track (other ICMP, other protocols, and
+		 * their fragments): every packet is decided by policy. */
 		resolve_identities(pi, src_identity, dst_identity);
 		ret = policy_decide(NULL, pi, src_ep, src_flags, dst_ep, dst_flags, pi->proto, port);
 		if (ret)

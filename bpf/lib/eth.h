@@ -82,7 +82,7 @@ static __always_inline __u32 pkt_headers_len(void *data, void *data_end)
 	case bpf_htons(ETH_P_IPV6): {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr == IPPROTO_HOPOPTS)
+		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr == IPPROTO_HOPOPTS || ip6->nexthdr == IPPROTO_FRAGMENT)
 			return PKT_HEADROOM_PULL;
 		return ETH_HLEN + sizeof(*ip6) + pkt_l4_len(ip6->nexthdr);
 	}

@@ -27,6 +27,7 @@
 #include "eth.h"
 #include "endpoints.h"
 #include "flow_event.h"
+#include "frag.h"
 #include "metrics.h"
 
 /* Shortest gap between two trace events of one flow (ns); 0 traces every packet. */
@@ -82,8 +83,8 @@ struct pkt_info {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 l4_ok;         /* the L4 header was there in full (ports, flags, ICMP id) */
-	__u8 fragment;      /* a non-first IPv4 fragment: no L4 header */
+	__u8 l4_ok;         /* the L4 fields are known: from the header, or for a later fragment from frag_track() */
+	__u8 fragment;      /* FRAG_*: FRAG_LATER has no L4 header (l4_off is 0) */
 	__u16 l4_off;       /* offset of the L4 header from the start of the frame */
 	__u8 match_type;    /* POLICY_MATCH_* of the deciding rule */
 	__u8 flags;         /* FLOW_F_* for the event */
@@ -93,6 +94,7 @@ struct pkt_info {
 	__u32 egress_cookie;
 	__u32 ingress_cookie;
 	__u32 service_id;   /* with FLOW_F_TRANSLATED: the service (reported in flow_event.line) */
+	__u32 frag_id;      /* with `fragment`: the datagram's identification (as on the wire) */
 };
 
 /* Counts one packet of `len` bytes under (reason, direction). */
@@ -169,8 +171,13 @@ static __always_inline void *parse_ipv4(struct pkt_info *pi, struct iphdr *ip, v
 		return NULL;
 	/* Only the first fragment carries the L4 header. */
 	if (ip->frag_off & bpf_htons(0x1fff)) {
-		pi->fragment = 1;
+		pi->fragment = FRAG_LATER;
+		pi->frag_id = ip->id;
 		return NULL;
+	}
+	if (ip->frag_off & bpf_htons(0x2000)) {
+		pi->fragment = FRAG_FIRST;
+		pi->frag_id = ip->id;
 	}
 	l4 = (void *)ip + ihl * 4;
 	pi->l4_off = ETH_HLEN + ihl * 4;
@@ -179,8 +186,9 @@ static __always_inline void *parse_ipv4(struct pkt_info *pi, struct iphdr *ip, v
 }
 
 /* Fills `pi` from the IPv6 header `ip6` (bounds already checked). One
- * hop-by-hop options header is skipped (MLD carries one); other extension
- * headers leave the L4 fields empty. Returns the L4 header or NULL. */
+ * hop-by-hop options header is skipped (MLD carries one), then one Fragment
+ * header (see frag.h); other extension headers leave the L4 fields empty.
+ * Returns the L4 header or NULL. */
 static __always_inline void *parse_ipv6(struct pkt_info *pi, struct ipv6hdr *ip6, void *data_end)
 {
 	__u8 *l4 = (void *)(ip6 + 1);
@@ -195,12 +203,80 @@ static __always_inline void *parse_ipv6(struct pkt_info *pi, struct ipv6hdr *ip6
 		nexthdr = l4[0];
 		l4 += ((__u32)l4[1] + 1) * 8;
 	}
+	if (nexthdr == IPPROTO_FRAGMENT) {
+		__u16 off_m;
+
+		if ((void *)(l4 + 8) > data_end)
+			return NULL;
+		nexthdr = l4[0];
+		off_m = (__u16)l4[2] << 8 | l4[3];
+		__builtin_memcpy(&pi->frag_id, l4 + 4, 4);
+		l4 += 8;
+		/* Offset 0 without M is an atomic fragment: a whole datagram. */
+		if (off_m & 0xfff8) {
+			pi->proto = nexthdr;
+			pi->fragment = FRAG_LATER;
+			return NULL;
+		}
+		if (off_m & 1)
+			pi->fragment = FRAG_FIRST;
+	}
 	pi->l4_off = ETH_HLEN + (__u16)(l4 - (__u8 *)ip6);
 	pi->proto = nexthdr;
 	if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP && nexthdr != IPPROTO_ICMPV6)
 		return NULL;
 	parse_l4(pi, l4, data_end);
 	return l4;
+}
+
+/* Fragment tracking (frag.h), once the packet's source is known to be
+ * genuine: a first fragment leaves its L4 fields for the later ones; a later
+ * fragment gets them (and l4_ok) back. Returns 0, or for a later fragment of
+ * a datagram with ports whose first fragment was not seen,
+ * DROP_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND. */
+static __noinline int frag_track_slow(struct pkt_info *pi)
+{
+	struct frag_ports *found;
+	struct frag_key key;
+
+	if (!frag_has_ports(pi->proto))
+		return 0;
+	__builtin_memcpy(key.saddr, pi->saddr, 16);
+	__builtin_memcpy(key.daddr, pi->daddr, 16);
+	key.id = pi->frag_id;
+	key.proto = pi->proto;
+	key.family = pi->family;
+	key.pad = 0;
+	if (pi->fragment == FRAG_FIRST) {
+		struct frag_ports first = {
+			.sport = pi->sport,
+			.dport = pi->dport,
+			.icmp_type = pi->icmp_type,
+			.icmp_code = pi->icmp_code,
+			.icmp_id = pi->icmp_id,
+		};
+
+		if (pi->l4_ok)
+			bpf_map_update_elem(&frag_ports, &key, &first, BPF_ANY);
+		return 0;
+	}
+	found = bpf_map_lookup_elem(&frag_ports, &key);
+	if (!found)
+		return DROP_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND;
+	pi->sport = found->sport;
+	pi->dport = found->dport;
+	pi->icmp_type = found->icmp_type;
+	pi->icmp_code = found->icmp_code;
+	pi->icmp_id = found->icmp_id;
+	pi->l4_ok = 1;
+	return 0;
+}
+
+/* The common case inline; the map work in a BPF subprogram, whose stack does
+ * not add to the calling program's frame. */
+static __always_inline int frag_track(struct pkt_info *pi)
+{
+	return pi->fragment == FRAG_NONE ? 0 : frag_track_slow(pi);
 }
 
 /* Writes one event into the ring buffer; a full ring is counted in `metrics`. */

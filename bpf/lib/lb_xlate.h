@@ -151,13 +151,15 @@ static __always_inline __u32 lb_csum_diff16(const __u32 *from, const __u32 *to)
  * destination) from `from` to `to` (4 or 16 bytes by family), with the
  * checksums: the TCP/UDP checksum through bpf_l4_csum_replace with
  * BPF_F_PSEUDO_HDR (right for CHECKSUM_PARTIAL packets too), the IPv4
- * header checksum and the address itself written in place. Returns 0 or a
- * drop reason. */
+ * header checksum and the address itself written in place. A later fragment
+ * has no L4 header: its first fragment's checksum, over the whole datagram,
+ * took the change. Returns 0 or a drop reason. */
 static __always_inline int lb_rewrite_addr(struct __sk_buff *skb, const struct pkt_info *pi, __u32 off,
 					   const __u8 *from, const __u8 *to)
 {
 	__u32 csum_off = lb_l4_csum_off(pi);
 	__u64 flags = lb_l4_csum_flags(pi) | BPF_F_PSEUDO_HDR;
+	int l4 = pi->fragment != FRAG_LATER;
 	void *data, *data_end;
 
 	if (pi->family == FLOW_FAMILY_IPV4) {
@@ -165,7 +167,7 @@ static __always_inline int lb_rewrite_addr(struct __sk_buff *skb, const struct p
 		struct iphdr *ip;
 		__u32 *addr;
 
-		if (bpf_l4_csum_replace(skb, csum_off, old, new, flags | 4) < 0)
+		if (l4 && bpf_l4_csum_replace(skb, csum_off, old, new, flags | 4) < 0)
 			return DROP_ERROR_WHILE_CORRECTING_L4_CHECKSUM;
 		data = pkt_data(skb);
 		data_end = pkt_end(skb);
@@ -181,7 +183,7 @@ static __always_inline int lb_rewrite_addr(struct __sk_buff *skb, const struct p
 		__u32 diff = lb_csum_diff16((const __u32 *)from, (const __u32 *)to);
 		__u32 *addr;
 
-		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, flags) < 0)
+		if (l4 && bpf_l4_csum_replace(skb, csum_off, 0, diff, flags) < 0)
 			return DROP_ERROR_WHILE_CORRECTING_L4_CHECKSUM;
 		data = pkt_data(skb);
 		data_end = pkt_end(skb);
@@ -193,7 +195,8 @@ static __always_inline int lb_rewrite_addr(struct __sk_buff *skb, const struct p
 	}
 }
 
-/* Rewrites the source (`which` 0) or destination (1) port (network order). */
+/* Rewrites the source (`which` 0) or destination (1) port (network order);
+ * nothing for a later fragment, which has none. */
 static __always_inline int lb_rewrite_port(struct __sk_buff *skb, const struct pkt_info *pi, int which,
 					   __u16 from, __u16 to)
 {
@@ -201,7 +204,7 @@ static __always_inline int lb_rewrite_port(struct __sk_buff *skb, const struct p
 	void *data, *data_end;
 	__u16 *port;
 
-	if (from == to)
+	if (from == to || pi->fragment == FRAG_LATER)
 		return 0;
 	if (bpf_l4_csum_replace(skb, lb_l4_csum_off(pi), from, to, lb_l4_csum_flags(pi) | 2) < 0)
 		return DROP_ERROR_WHILE_CORRECTING_L4_CHECKSUM;
@@ -311,6 +314,9 @@ static __noinline int lb_nat_forward(struct __sk_buff *skb, struct pkt_info *pi,
 			return 0;
 	}
 	if (!be) {
+		/* The tail of a datagram whose head chose no backend here. */
+		if (pi->fragment == FRAG_LATER)
+			return DROP_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND;
 		be = lb_select(&skey, svc, s->client, pi->family, lb_tuple_hash(pi), &backend_id);
 		if (!be || be->family != pi->family)
 			return DROP_SERVICE_BACKEND_NOT_FOUND;

@@ -43,8 +43,8 @@ import { LB_NAT_F_HAIRPIN, type LbNatEntry, type LbNatKey } from './codecs/lb-na
 import { FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FLAGS, VERDICT_DROPPED } from './codecs/flow-event.js';
 import { dropReasonCode } from './drop-reasons.js';
 import {
-  ACK, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, drainEvents, eth, ipv4, ipv6, parseFrame, skbCtx, tcp, udp, withL4Checksum,
-  type ParsedFrame,
+  ACK, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, drainEvents, eth, fragmentDatagram, icmpError, ipv4, ipv4L4Checksum, ipv6, ipv6L4Checksum,
+  parseFragment, parseFrame, parseIcmpError, skbCtx, tcp, udp, withL4Checksum, type ParsedFrame,
 } from './test-frames.js';
 
 const TCP = 6;
@@ -56,6 +56,7 @@ const NO_BACKEND = dropReasonCode('SERVICE_BACKEND_NOT_FOUND');
 const POLICY_DENIED = dropReasonCode('POLICY_DENIED');
 const CT_CANNOT_CREATE = dropReasonCode('CT_CANNOT_CREATE_ENTRY_FROM_PACKET');
 const NOT_LOCAL = dropReasonCode('NO_MATCHING_LOCAL_CONTAINER_FOUND');
+const FRAG_NOT_FOUND = dropReasonCode('FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND');
 const { REPLY_KNOWN, IS_REPLY, TRANSLATED, EGRESS, INGRESS } = FLOW_FLAGS;
 
 interface Ep {
@@ -670,6 +671,122 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     // A backend that is no endpoint on this node cannot be reached from outside.
     writeService({ id: 44, vip: NODE4, port: 30091, proto: TCP, backends: [BE.R4], flags: LB_FLAGS.NODEPORT });
     assertDropped(netdev(outside(CLIENT4, NODE4, TCP, tcp(41005, 30091, SYN))), NOT_LOCAL, 'remote backend');
+  });
+
+  test('fragments: a UDP datagram to a service is translated as a whole (head: address, port, checksum; tail: the same backend address) and so is its fragmented reply, IPv4 and IPv6; a tail without its head is dropped', (t) => {
+    if (skipUnlessRoot(t)) return;
+    /** Runs the fragments of one UDP datagram from `ep` to dst:dport; returns the reassembled datagram as it left. */
+    const sendFragmented = (ep: Ep, src: string, dst: string, sport: number, dport: number, id: number): { retvals: number[]; src: string; dst: string; l4: Buffer; ipOk: boolean } => {
+      const l4 = withL4Checksum(src, dst, UDP, udp(sport, dport, Buffer.from(Array.from({ length: 2500 }, (_, i) => i & 0xff))));
+      const type = src.includes(':') ? 0x86dd : 0x0800;
+      const runs = fragmentDatagram(src, dst, UDP, l4, id, 1000).map((ip) => from(ep, eth(ep.hostMac, ep.mac, type, ip)));
+      const parts = runs.map((r) => parseFragment(r.data)).sort((a, b) => a.offset - b.offset);
+      const first = parts[0] as ReturnType<typeof parseFragment>;
+      assert.ok(parts.every((f) => f.src === first.src && f.dst === first.dst), `every fragment of ${dst}:${dport} got the same addresses: ${JSON.stringify(parts.map((f) => [f.src, f.dst]))}`);
+      return { retvals: runs.map((r) => r.retval), src: first.src, dst: first.dst, l4: Buffer.concat(parts.map((f) => f.payload)), ipOk: parts.every((f) => f.ipChecksumOk) };
+    };
+    const l4Ok = (src: string, dst: string, l4: Buffer): boolean => (src.includes(':')
+      ? ipv6L4Checksum(Buffer.from(parseIPv6(src)), Buffer.from(parseIPv6(dst)), UDP, l4)
+      : ipv4L4Checksum(Buffer.from(src.split('.').map(Number)), Buffer.from(dst.split('.').map(Number)), UDP, l4)) === 0;
+
+    for (const [v, vip, be, id, client, sport] of [[4, VIP4, BE.B4, 1, A.ipv4, 47000], [6, VIP6, BE.B6, 2, A.ipv6, 47001]] as const) {
+      writeService({ id: 50 + id, vip, port: 53, proto: UDP, backends: [be] });
+      const q = sendFragmented(A, client, vip, sport, 53, 0x4000 + id);
+      assert.deepEqual(q.retvals, [TC_ACT_REDIRECT, TC_ACT_REDIRECT, TC_ACT_REDIRECT], `IPv${v}: every fragment into the backend`);
+      const backend = v === 4 ? B.ipv4 : norm(B.ipv6);
+      assert.deepEqual([q.dst, q.l4.readUInt16BE(2), q.ipOk], [backend, 8080, true], `IPv${v}: DNAT of every fragment, the port in the head`);
+      assert.ok(l4Ok(q.src, q.dst, q.l4), `IPv${v}: the reassembled datagram's UDP checksum verifies with the backend's address`);
+      assert.equal(q.l4.length, 2508);
+
+      const a = sendFragmented(B, v === 4 ? B.ipv4 : B.ipv6, client, 8080, sport, 0x5000 + id);
+      assert.deepEqual(a.retvals, [TC_ACT_REDIRECT, TC_ACT_REDIRECT, TC_ACT_REDIRECT], `IPv${v}: every fragment of the reply into the client`);
+      assert.deepEqual([a.src, a.l4.readUInt16BE(0), a.ipOk], [v === 4 ? VIP4 : norm(VIP6), 53, true], `IPv${v}: the reply comes from the service`);
+      assert.ok(l4Ok(a.src, a.dst, a.l4), `IPv${v}: the reply's checksum verifies`);
+      assert.equal(ct.lookup(ctKeyOf(client, v === 4 ? B.ipv4 : B.ipv6, UDP, sport, 8080))?.packetsRev, 3, `IPv${v}: all reply fragments on the connection`);
+
+      // The tail of a datagram to the service whose head was never seen: not translated anywhere.
+      const l4 = udp(sport + 10, 53, Buffer.alloc(2500, 1));
+      const tail = fragmentDatagram(client, vip, UDP, l4, 0x6000 + id, 1000).slice(1);
+      for (const ip of tail) {
+        const r = from(A, eth(A.hostMac, A.mac, v === 4 ? 0x0800 : 0x86dd, ip));
+        assertDropped(r, FRAG_NOT_FOUND, `IPv${v}: a tail without its head`);
+      }
+    }
+  });
+
+  test('ICMP errors about translated connections are translated too: a backend\'s port unreachable reaches the client quoting the service (ClusterIP and NodePort, IPv4 and IPv6); a router\'s packet too big for a NodePort reply reaches the backend quoting it', (t) => {
+    if (skipUnlessRoot(t)) return;
+    const loaded = loadHostDeviceProgram(pinDir);
+    t.after(() => loaded.close());
+    const netdev = (frame: Buffer): Run => {
+      rb.skip();
+      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
+      return { retval: r.retval, events: drainEvents(rb), data: r.data };
+    };
+    /** The IP packet `ep` received (the translated frame) as an ICMP error would quote it: header and 8 bytes. */
+    const quoteOf = (frame: Buffer): Buffer => {
+      const ip = frame.subarray(14);
+      const hl = frame.readUInt16BE(12) === 0x0800 ? ((ip[0] as number) & 0x0f) * 4 : 40;
+      return Buffer.from(ip.subarray(0, hl + 8));
+    };
+    const unreachable = (v6: boolean): [number, number] => (v6 ? [1, 4] : [3, 3]);
+    const typeOf = (ip: string): number => (ip.includes(':') ? 0x86dd : 0x0800);
+
+    // ClusterIP, per packet: A → service → B; B's stack answers "port unreachable".
+    for (const [vip, be, client, sport] of [[VIP4, BE.B4, A.ipv4, 48000], [VIP6, BE.B6, A.ipv6, 48001]] as const) {
+      const v6 = vip.includes(':');
+      writeService({ id: 60 + (v6 ? 1 : 0), vip, port: 53, proto: UDP, backends: [be] });
+      const q = from(A, out(A, vip, UDP, udp(sport, 53)));
+      assert.equal(q.retval, TC_ACT_REDIRECT);
+      const bAddr = v6 ? B.ipv6 : B.ipv4;
+      const err = from(B, eth(B.hostMac, B.mac, typeOf(vip), icmpError(bAddr, client, ...unreachable(v6), quoteOf(q.data))));
+      assert.equal(err.retval, TC_ACT_REDIRECT, `IPv${v6 ? 6 : 4}: the error goes into the client (events ${JSON.stringify(err.events.map((e) => e.dropReasonName))})`);
+      const e = parseIcmpError(err.data);
+      assert.deepEqual(
+        [e.src, e.dst, e.quote.src, e.quote.dst, e.quote.sport, e.quote.dport, e.icmpChecksumOk, e.quote.ipChecksumOk],
+        [norm(vip), norm(client), norm(client), norm(vip), sport, 53, true, true],
+        `IPv${v6 ? 6 : 4}: from the service, quoting the client's packet to the service, checksums right`,
+      );
+      assert.equal(only(err.events, FLOW_EVENT_TRACE).flags & TRANSLATED, TRANSLATED);
+    }
+
+    // NodePort from outside: the error leaves through the device, from the node address.
+    for (const [node, client, be, sport] of [[NODE4, CLIENT4, BE.B4, 48010], [NODE6, CLIENT6, BE.B6, 48011]] as const) {
+      const v6 = node.includes(':');
+      writeService({ id: 70 + (v6 ? 1 : 0), vip: node, port: 30053, proto: UDP, backends: [be], flags: LB_FLAGS.NODEPORT });
+      const l4 = withL4Checksum(client, node, UDP, udp(sport, 30053));
+      const q = netdev(eth(DEV.mac, CLIENT_MAC, typeOf(node), v6 ? ipv6(client, node, UDP, l4) : ipv4(client, node, UDP, l4)));
+      assert.equal(q.retval, TC_ACT_REDIRECT, 'into the backend');
+      const bAddr = v6 ? B.ipv6 : B.ipv4;
+      const err = from(B, eth(B.hostMac, B.mac, typeOf(node), icmpError(bAddr, client, ...unreachable(v6), quoteOf(q.data))));
+      assert.equal(err.retval, TC_ACT_REDIRECT, 'out of the device');
+      assert.equal(only(err.events, FLOW_EVENT_TRACE).obsPointName, 'TO_NETWORK');
+      const e = parseIcmpError(err.data);
+      assert.deepEqual(
+        [e.src, e.quote.dst, e.quote.dport, e.quote.src, e.icmpChecksumOk, e.quote.ipChecksumOk],
+        [norm(node), norm(node), 30053, norm(client), true, true],
+        `IPv${v6 ? 6 : 4}: the outside client sees an error from the node port it used`,
+      );
+
+      // A router between the node and the client: "packet too big" about the reply (node:30053 → client).
+      const reply = from(B, out(B, client, UDP, udp(8080, sport)));
+      assert.equal(reply.retval, TC_ACT_REDIRECT);
+      const router = v6 ? 'fd99:246::1' : '10.199.246.1';
+      const [type, code] = v6 ? [2, 0] : [3, 4];
+      const ptb = netdev(eth(DEV.mac, CLIENT_MAC, typeOf(node), icmpError(router, node, type, code, quoteOf(reply.data))));
+      assert.equal(ptb.retval, TC_ACT_REDIRECT, `IPv${v6 ? 6 : 4}: the router's error goes into the backend (events ${JSON.stringify(ptb.events.map((x) => x.dropReasonName))})`);
+      const p = parseIcmpError(ptb.data);
+      assert.deepEqual(
+        [p.src, p.dst, p.quote.src, p.quote.sport, p.quote.dst, p.quote.dport, p.icmpChecksumOk, p.quote.ipChecksumOk],
+        [norm(router), norm(bAddr), norm(bAddr), 8080, norm(client), sport, true, true],
+        `IPv${v6 ? 6 : 4}: to the backend, quoting its own reply`,
+      );
+      // The same error about a port nobody connected from passes to the node's stack untouched.
+      const stray = eth(DEV.mac, CLIENT_MAC, typeOf(node), icmpError(router, node, type, code, quoteOf(out(B, client, UDP, udp(8080, sport + 100)).subarray(0))));
+      const s2 = netdev(stray);
+      assert.equal(s2.retval, TC_ACT_OK);
+      assert.ok(s2.data.equals(stray), 'untouched');
+    }
   });
 
   test('figures: ns per packet under test_run, an established connection through a service vs directly (diagnostic only)', (t) => {

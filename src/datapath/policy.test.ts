@@ -33,13 +33,14 @@ import {
 } from './codecs/flow-event.js';
 import { dropReasonCode } from './drop-reasons.js';
 import {
-  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, checksum, drainEvents, eth, icmpEcho, ipv4, ipv6, skbCtx, tcp, udp,
+  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, checksum, drainEvents, eth, fragmentDatagram, icmpEcho, ipv4, ipv6, skbCtx, tcp, udp,
 } from './test-frames.js';
 
 const POLICY_DENIED = dropReasonCode('POLICY_DENIED');
 const POLICY_DENY = dropReasonCode('POLICY_DENY');
 const CT_TRUNCATED = dropReasonCode('CT_TRUNCATED_OR_INVALID_HEADER');
 const CT_CANNOT_CREATE = dropReasonCode('CT_CANNOT_CREATE_ENTRY_FROM_PACKET');
+const FRAG_NOT_FOUND = dropReasonCode('FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND');
 
 /** ENDPOINT_F_POLICY_* / LXC_CONFIG_F_POLICY_*. */
 const F_INGRESS = 0x1;
@@ -543,6 +544,36 @@ describe('conntrack and policy in the endpoint programs (BPF_PROG_TEST_RUN)', ()
     assert.equal(ct.lookup(ctKeyOf(A.ipv4, B.ipv4, UDP, 5353, 53))?.flags, CT_FLAGS.SEEN_REPLY);
     assertDropped(from(B, out4(B, A.ipv4, UDP, udp(53, 5354))), POLICY_DENIED, 'another port pair from B');
     assertDropped(from(B, out4(B, A.ipv4, UDP, udp(5353, 53))), POLICY_DENIED, 'the same ports the other way round');
+  });
+
+  test('fragments: a datagram\'s later fragments get its first fragment\'s ports, so they meet the verdict and the conntrack entry of the head (IPv4 and IPv6); a tail without its head is FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND', (t) => {
+    if (skipUnlessRoot(t)) return;
+    setFlags(A, F_EGRESS);
+    rule(A, 'egress', B.identity, UDP, 5000, 16, { cookie: 0x90001 });
+    const datagram = (sport: number, dport: number): Buffer => udp(sport, dport, Buffer.alloc(3000, 0x61));
+    for (const [v, src, dst, type] of [[4, A.ipv4, B.ipv4, 0x0800], [6, A.ipv6, B.ipv6, 0x86dd]] as const) {
+      const frames = (sport: number, dport: number, id: number): Buffer[] =>
+        fragmentDatagram(src, dst, UDP, datagram(sport, dport), id, 1400).map((p) => eth(A.hostMac, A.mac, type, p));
+      const allowed = frames(45000, 5000, 0x1234);
+      assert.equal(allowed.length, 3);
+      const results = allowed.map((f) => from(A, f));
+      assert.deepEqual(results.map((r) => r.retval), [TC_ACT_REDIRECT, TC_ACT_REDIRECT, TC_ACT_REDIRECT], `IPv${v}: every fragment to the allowed port passes`);
+      const entry = ct.lookup(ctKeyOf(src, dst, UDP, 45000, 5000));
+      assert.equal(entry?.packetsFwd, 3, `IPv${v}: the tail counts on the head's conntrack entry`);
+      const traced = results.flatMap((r) => ofType(r.events, FLOW_EVENT_TRACE));
+      assert.ok(traced.every((e) => e.srcPort === 45000 && e.dstPort === 5000), `IPv${v}: the tail's events carry the ports`);
+
+      // The head to a denied port is dropped, and so is its tail (with the same reason, not as an unknown packet).
+      const denied = frames(45001, 5001, 0x1235).map((f) => from(A, f));
+      for (const r of denied) assertDropped(r, POLICY_DENIED, `IPv${v}: a fragment to port 5001`);
+      assert.ok(denied.every((r) => only(r.events, FLOW_EVENT_DROP).dstPort === 5001));
+
+      // A tail whose head never passed: dropped with its own reason.
+      const [, ...tail] = frames(45002, 5000, 0x1236);
+      for (const f of tail) assertDropped(from(A, f), FRAG_NOT_FOUND, `IPv${v}: a tail without its head`);
+      // Another datagram's identification, same ends: not the head's ports either.
+      assertDropped(from(A, frames(45000, 5000, 0x1299)[1] as Buffer), FRAG_NOT_FOUND, `IPv${v}: another identification`);
+    }
   });
 
   test('an ICMP error quoting a tracked connection passes as related (port unreachable, packet too big); one quoting nothing known meets policy', (t) => {

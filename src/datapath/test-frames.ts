@@ -246,3 +246,120 @@ export function parseFrame(frame: Buffer): ParsedFrame {
   }
   throw new Error(`not an IP frame (type 0x${type.toString(16)})`);
 }
+
+/**
+ * The IP packets (no Ethernet header) of one datagram fragmented as a sender's
+ * kernel would: IPv4 with the identification `id` and MF on all but the last,
+ * IPv6 with a Fragment header (identification `id`, M on all but the last).
+ * `l4` is the whole L4 datagram (header and payload, checksum in place); each
+ * fragment carries at most `chunk` bytes of it (a multiple of 8).
+ */
+export function fragmentDatagram(src: string, dst: string, proto: number, l4: Buffer, id: number, chunk: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let off = 0; off < l4.length; off += chunk) {
+    const part = l4.subarray(off, off + chunk);
+    const more = off + chunk < l4.length;
+    if (src.includes(':')) {
+      const fh = Buffer.alloc(8);
+      fh[0] = proto;
+      fh.writeUInt16BE(off | (more ? 1 : 0), 2);
+      fh.writeUInt32BE(id, 4);
+      out.push(ipv6(src, dst, 44, Buffer.concat([fh, part])));
+    } else {
+      const ip = ipv4(src, dst, proto, part);
+      ip.writeUInt16BE(id, 4);
+      ip.writeUInt16BE((more ? 0x2000 : 0) | (off / 8), 6);
+      ip.writeUInt16BE(0, 10);
+      ip.writeUInt16BE(checksum(ip.subarray(0, 20)), 10);
+      out.push(ip);
+    }
+  }
+  return out;
+}
+
+/** The addresses, fragment offset and payload of one IPv4 or IPv6 fragment frame (as fragmentDatagram builds them). */
+export interface ParsedFragment {
+  src: string;
+  dst: string;
+  /** Byte offset of the payload in the datagram. */
+  offset: number;
+  more: boolean;
+  payload: Buffer;
+  /** The IPv4 header checksum verifies (true for IPv6). */
+  ipChecksumOk: boolean;
+}
+
+export function parseFragment(frame: Buffer): ParsedFragment {
+  const ip = frame.subarray(14);
+  if (frame.readUInt16BE(12) === 0x0800) {
+    const ihl = ((ip[0] as number) & 0x0f) * 4;
+    const fo = ip.readUInt16BE(6);
+    return {
+      src: ipText(Buffer.from(ip.subarray(12, 16))), dst: ipText(Buffer.from(ip.subarray(16, 20))),
+      offset: (fo & 0x1fff) * 8, more: (fo & 0x2000) !== 0, payload: Buffer.from(ip.subarray(ihl, ip.readUInt16BE(2))),
+      ipChecksumOk: checksum(ip.subarray(0, ihl)) === 0,
+    };
+  }
+  const fo = ip.readUInt16BE(42);
+  return {
+    src: ipText(Buffer.from(ip.subarray(8, 24))), dst: ipText(Buffer.from(ip.subarray(24, 40))),
+    offset: fo & 0xfff8, more: (fo & 1) !== 0, payload: Buffer.from(ip.subarray(48, 40 + ip.readUInt16BE(4))),
+    ipChecksumOk: true,
+  };
+}
+
+/**
+ * An ICMP (IPv4) or ICMPv6 error from `src` to `dst` quoting the IP packet
+ * `quote` (its header and the first bytes of its payload), checksum filled
+ * in; returns the IP packet (no Ethernet header).
+ */
+export function icmpError(src: string, dst: string, type: number, code: number, quote: Buffer): Buffer {
+  const m = Buffer.concat([Buffer.alloc(8), quote]);
+  m[0] = type;
+  m[1] = code;
+  if (!src.includes(':')) {
+    m.writeUInt16BE(checksum(m), 2);
+    return ipv4(src, dst, 1, m);
+  }
+  m.writeUInt16BE(ipv6L4Checksum(Buffer.from(parseIPv6(src)), Buffer.from(parseIPv6(dst)), 58, m), 2);
+  return ipv6(src, dst, 58, m);
+}
+
+/** What {@link parseIcmpError} reads from an Ethernet frame holding an ICMP or ICMPv6 error. */
+export interface ParsedIcmpError {
+  src: string;
+  dst: string;
+  type: number;
+  /** The ICMP checksum verifies (ICMPv6: with its pseudo-header). */
+  icmpChecksumOk: boolean;
+  quote: { src: string; dst: string; proto: number; sport: number; dport: number; ipChecksumOk: boolean };
+}
+
+export function parseIcmpError(frame: Buffer): ParsedIcmpError {
+  const ip = frame.subarray(14);
+  if (frame.readUInt16BE(12) === 0x0800) {
+    const ihl = ((ip[0] as number) & 0x0f) * 4;
+    const m = Buffer.from(ip.subarray(ihl, ip.readUInt16BE(2)));
+    const q = m.subarray(8);
+    const qihl = ((q[0] as number) & 0x0f) * 4;
+    return {
+      src: ipText(Buffer.from(ip.subarray(12, 16))), dst: ipText(Buffer.from(ip.subarray(16, 20))), type: m[0] as number,
+      icmpChecksumOk: checksum(m) === 0,
+      quote: {
+        src: ipText(Buffer.from(q.subarray(12, 16))), dst: ipText(Buffer.from(q.subarray(16, 20))), proto: q[9] as number,
+        sport: q.readUInt16BE(qihl), dport: q.readUInt16BE(qihl + 2), ipChecksumOk: checksum(q.subarray(0, qihl)) === 0,
+      },
+    };
+  }
+  const s = Buffer.from(ip.subarray(8, 24));
+  const d = Buffer.from(ip.subarray(24, 40));
+  const m = Buffer.from(ip.subarray(40, 40 + ip.readUInt16BE(4)));
+  const q = m.subarray(8);
+  return {
+    src: ipText(s), dst: ipText(d), type: m[0] as number, icmpChecksumOk: ipv6L4Checksum(s, d, 58, m) === 0,
+    quote: {
+      src: ipText(Buffer.from(q.subarray(8, 24))), dst: ipText(Buffer.from(q.subarray(24, 40))), proto: q[6] as number,
+      sport: q.readUInt16BE(40), dport: q.readUInt16BE(42), ipChecksumOk: true,
+    },
+  };
+}
