@@ -95,8 +95,17 @@ export interface WireResult {
     /** UDP whose server answers each batch once: two-way flows, conntrack ESTABLISHED on the Linux router. */
     udpEcho: { waggle: Spread; linux: Spread; ratio: number; paired: number; routerEstablished: number; routerWalked: number };
     rr: { waggle: Spread; linux: Spread; ratio: number; paired: number };
+    bound: StatefulBound;
   };
 }
+
+/**
+ * The ceiling of the stateful comparison, measured in the same rounds: per
+ * kind of traffic, Waggle's pair without any policy (its own floor: what a
+ * policy costing nothing would reach) and the Linux topology without a
+ * firewall, each over the Linux path with its firewall.
+ */
+export type StatefulBound = Record<'udp' | 'udpEcho' | 'rr', { waggleBare: Spread; linuxBare: Spread; waggleBareOverLinux: number; linuxBareOverLinux: number }>;
 
 const UDP_PORT = 5001;
 const STATEFUL_UDP_PORT = 5002;
@@ -161,9 +170,10 @@ let pathIndex = 0;
  * Client and server namespaces on one Linux bridge (in a third namespace),
  * one subnet; br_netfilter (bridge-nf-call-iptables, per namespace) hands the
  * bridged packets to that namespace's iptables FORWARD chain, where `rules`
- * go. The path the issue names for the stateful comparison.
+ * go. The path the issue names for the stateful comparison. With `filter`
+ * false the bridge hands nothing to netfilter: the topology's own floor.
  */
-function linuxBridgePath(label: string, cleanup: Cleanup, rules: (bridgeNs: Netns, client: string, server: string) => void): Path {
+function linuxBridgePath(label: string, cleanup: Cleanup, rules: (bridgeNs: Netns, client: string, server: string) => void, filter = true): Path {
   const k = pathIndex++;
   if (64 + 2 * k + 1 > 255) throw new Error('too many Linux paths');
   const net = `10.199.${64 + 2 * k}`;
@@ -179,8 +189,9 @@ function linuxBridgePath(label: string, cleanup: Cleanup, rules: (bridgeNs: Netn
   for (const port of ['pc', 'ps']) ip(['-n', b.name, 'link', 'set', port, 'master', 'br0']);
   ip(['-n', b.name, 'link', 'set', 'br0', 'up']);
   const nf = '/proc/sys/net/bridge/bridge-nf-call-iptables';
-  const on = nsExec(b, ['sh', '-c', `test -e ${nf} && echo 1 > ${nf} && cat ${nf}`]).trim();
-  if (on !== '1') throw new Error(`br_netfilter is not available in ${b.name} (${nf}): the bridge path would not filter`);
+  const want = filter ? '1' : '0';
+  const on = nsExec(b, ['sh', '-c', `test -e ${nf} && echo ${want} > ${nf} && cat ${nf}`]).trim();
+  if (on !== want) throw new Error(`br_netfilter is not available in ${b.name} (${nf}): the bridge path would not filter`);
   const client = `${net}.2`;
   const server = `${net}.3`;
   checkAddrs(client, server);
@@ -355,6 +366,10 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
   }
   if (cfg.stateful) {
     linux.stateful = (cfg.statefulLinux === 'bridge' ? linuxBridgePath : linuxPath)(`iptables conntrack + ${cfg.statefulRules}`, cleanup, loadLinuxRules('iptables', cfg.statefulRules, true));
+    // The bound: the same topology with no firewall at all.
+    linux.statefulBare = cfg.statefulLinux === 'bridge'
+      ? linuxBridgePath('bridge, no netfilter', cleanup, () => undefined, false)
+      : linuxPath('router (no rules)', cleanup, () => undefined);
   }
   progress(`  wire: ${Object.keys(linux).length} Linux paths (client, router, server namespaces each) ready`);
 
@@ -362,7 +377,7 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
   const agent = await startAgent({ nodeName: `benchpolw-${process.pid}` }, cleanup, 'remove the wire agent');
   const waggleSizes = [...new Set([...(cfg.wire ? cfg.sizes : []), ...(cfg.stateful ? [cfg.statefulRules] : [])])].sort((a, b) => a - b);
   const waggle: Record<string, Path> = {};
-  for (const key of [...(cfg.wire ? ['base'] : []), ...waggleSizes.map(String)]) {
+  for (const key of [...(cfg.wire || cfg.stateful ? ['base'] : []), ...waggleSizes.map(String)]) {
     const eps: { ipv4: string; netns: string; path: string }[] = [];
     for (const side of ['cli', 'srv']) {
       const name = `pol-w-${key}-${side}`;
@@ -385,9 +400,12 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
     if (ingress !== n + 1) throw new Error(`server of size ${n} has ${ingress} ingress policy entries, expected ${n + 1}`);
   }
 
-  for (const p of Object.values(linux)) await startServers(tool, p, cleanup, { sinks: p === linux.stateful ? [] : sinks, stateful: p === linux.stateful });
+  for (const p of Object.values(linux)) {
+    const statefulPath = p === linux.stateful || p === linux.statefulBare;
+    await startServers(tool, p, cleanup, { sinks: statefulPath ? [] : sinks, stateful: statefulPath });
+  }
   for (const [key, p] of Object.entries(waggle)) {
-    const statefulPair = cfg.stateful && key === String(cfg.statefulRules);
+    const statefulPair = cfg.stateful && (key === String(cfg.statefulRules) || key === 'base');
     const wirePair = cfg.wire && (key === 'base' || cfg.sizes.includes(Number(key)));
     await startServers(tool, p, cleanup, { sinks: wirePair ? sinks : [], stateful: statefulPair });
   }
@@ -475,17 +493,18 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
   if (cfg.stateful) {
     const wp = waggle[String(cfg.statefulRules)] as Path;
     const lp = linux.stateful as Path;
-    const udp: Record<string, number[]> = { waggle: [], linux: [] };
-    const loss: Record<string, number[]> = { waggle: [], linux: [] };
+    const udp: Record<string, number[]> = { waggle: [], linux: [], waggleBare: [], linuxBare: [] };
+    const loss: Record<string, number[]> = { waggle: [], linux: [], waggleBare: [], linuxBare: [] };
     const counted = { established: 0, walked: 0 };
-    const echo: Record<string, number[]> = { waggle: [], linux: [] };
+    const echo: Record<string, number[]> = { waggle: [], linux: [], waggleBare: [], linuxBare: [] };
     const countedEcho = { established: 0, walked: 0 };
-    const rr: Record<string, number[]> = { waggle: [], linux: [] };
-    const contenders = [['waggle', wp], ['linux', lp]] as const;
+    const rr: Record<string, number[]> = { waggle: [], linux: [], waggleBare: [], linuxBare: [] };
+    // The bounds ride along: Waggle's pair without policy, the Linux topology without a firewall.
+    const contenders = [['waggle', wp], ['linux', lp], ['waggleBare', waggle.base as Path], ['linuxBare', linux.statefulBare as Path]] as const;
     for (let round = -1; round < cfg.statefulRounds; round++) {
       const order = round % 2 === 0 ? contenders : [...contenders].reverse();
       for (const [name, p] of order) {
-        const c0 = p.router ? forwardCounters(p.router) : undefined;
+        const c0 = p === lp && p.router ? forwardCounters(p.router) : undefined;
         const u = await statefulUdpSlice(tool, p, cfg.statefulUdpMs);
         if (round >= 0) { (udp[name] as number[]).push(u.rate); (loss[name] as number[]).push(u.loss); }
         if (c0 && p.router && round >= 0) {
@@ -495,7 +514,7 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
         }
       }
       for (const [name, p] of order) {
-        const c0 = p.router ? forwardCounters(p.router) : undefined;
+        const c0 = p === lp && p.router ? forwardCounters(p.router) : undefined;
         const u = await statefulUdpSlice(tool, p, cfg.statefulUdpMs, true);
         if (round >= 0) (echo[name] as number[]).push(u.rate);
         if (c0 && p.router && round >= 0) {
@@ -539,6 +558,11 @@ export async function runWire(wanted: WireConfig, tool: Tool, cleanup: Cleanup, 
         routerEstablished: countedEcho.established, routerWalked: countedEcho.walked,
       },
       rr: { ...t, ratio: t.waggle.median / t.linux.median, paired: pairedRatio(t.waggle.samples, t.linux.samples) },
+      bound: Object.fromEntries(([['udp', udp], ['udpEcho', echo], ['rr', rr]] as const).map(([k, v]) => [k, {
+        waggleBare: spread(v.waggleBare as number[]), linuxBare: spread(v.linuxBare as number[]),
+        waggleBareOverLinux: median(v.waggleBare as number[]) / median(v.linux as number[]),
+        linuxBareOverLinux: median(v.linuxBare as number[]) / median(v.linux as number[]),
+      }])) as StatefulBound,
     };
   }
   return result;

@@ -36,7 +36,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { TestAgent } from './helpers/agent.js';
-import { Cleanup, createNetns, ip, listNetns, type Netns } from './helpers/netns.js';
+import { Cleanup, createOutside, listNetns, outsideLink, type Netns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { childEnv, stop as stopChild } from './helpers/traffic.js';
 
@@ -45,13 +45,9 @@ after(() => cleanup.run());
 
 const PID = process.pid;
 const SERVICE_CIDRS = ['10.98.0.0/24', 'fd00:98::/120'];
-/** The node's end of the outside link (the agent's --devices) and the addresses on the link. */
-const HOST_DEV = `wgfr${PID % 100000}`;
-const octet = 10 + (PID % 200);
-const NODE4 = `10.252.${octet}.1`;
-const NODE6 = `fd00:252:${octet.toString(16)}::1`;
-const CLIENT4 = `10.252.${octet}.2`;
-const CLIENT6 = `fd00:252:${octet.toString(16)}::2`;
+/** The outside link: the node's end is the agent's --devices. */
+const LINK = outsideLink('wgfr', 252);
+const { hostDev: HOST_DEV, node4: NODE4, node6: NODE6, client4: CLIENT4, client6: CLIENT6 } = LINK;
 const SERVICE_PORT = 53;
 const NODE_PORT = 31553;
 /** The port the policy allows, and one the server listens on that it does not. */
@@ -200,21 +196,6 @@ function assertIntact(e: Env, answers: Answer[], reqs: Request[], since: string,
   }
 }
 
-/** The outside: a namespace joined to the node by a veth pair (MTU 1500 both ends), addresses on both ends. */
-function createOutside(): Netns {
-  const outside = createNetns('wg-fr-out');
-  cleanup.add(() => outside.remove(), `netns ${outside.name}`);
-  ip(['link', 'add', 'name', HOST_DEV, 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', '1500', 'netns', outside.name]);
-  cleanup.add(() => { spawnSync('ip', ['link', 'del', HOST_DEV], { stdio: 'ignore' }); }, `link ${HOST_DEV}`);
-  ip(['addr', 'add', `${NODE4}/24`, 'dev', HOST_DEV]);
-  ip(['addr', 'add', `${NODE6}/64`, 'dev', HOST_DEV, 'nodad']);
-  ip(['link', 'set', HOST_DEV, 'up']);
-  outside.exec(['ip', 'addr', 'add', `${CLIENT4}/24`, 'dev', 'eth0']);
-  outside.exec(['ip', 'addr', 'add', `${CLIENT6}/64`, 'dev', 'eth0', 'nodad']);
-  outside.exec(['ip', 'link', 'set', 'eth0', 'up']);
-  return outside;
-}
-
 /** The MTU of `ifname` in the namespace at `netnsPath`. */
 function mtuIn(netnsPath: string, ifname: string): number {
   const out = spawnSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-j', 'link', 'show', 'dev', ifname], { encoding: 'utf8', timeout: 10_000 });
@@ -238,7 +219,7 @@ function fragCreates(netnsPath: string): { v4: number; v6: number } {
 async function createEnv(): Promise<Env> {
   const dir = mkdtempSync(join(tmpdir(), 'waggle-frag-'));
   cleanup.add(() => rmSync(dir, { recursive: true, force: true }), `temp dir ${dir}`);
-  const outside = createOutside();
+  const outside = createOutside(cleanup, 'wg-fr-out', LINK);
   const agent = new TestAgent({ extraArgs: ['--devices', HOST_DEV, ...SERVICE_CIDRS.flatMap((c) => ['--service-cidr', c])] });
   cleanup.add(() => agent.remove(), `agent ${agent.nodeName}`);
   await agent.start();

@@ -15,7 +15,9 @@
  * 4. ICMP errors are translated too: a backend's "port unreachable" for a
  *    UDP node port reaches the outside client as an error about the node
  *    port (ECONNREFUSED on its connected socket);
- * 5. an agent restarted without `--devices` detaches the device program:
+ * 5. a node address added while the agent runs gets the node ports, and
+ *    loses them when it goes;
+ * 6. an agent restarted without `--devices` detaches the device program:
  *    the node's own stack answers (connection refused).
  *
  * The "outside" is a namespace this test creates; every address it uses
@@ -28,8 +30,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { TestAgent } from './helpers/agent.js';
-import { Cleanup, createNetns, ip, type Netns } from './helpers/netns.js';
+import { Cleanup, createOutside, ip, outsideLink, type Netns } from './helpers/netns.js';
 import { requireTools, skipUnlessRoot } from './helpers/root.js';
 import { childEnv, stop as stopChild } from './helpers/traffic.js';
 
@@ -37,13 +40,9 @@ const cleanup = new Cleanup();
 after(() => cleanup.run());
 
 const PID = process.pid;
-/** The node's end of the outside link (the agent's --devices) and the client's addresses. */
-const HOST_DEV = `wgnp${PID % 100000}`;
-const octet = 10 + (PID % 200);
-const NODE4 = `10.251.${octet}.1`;
-const NODE6 = `fd00:251:${octet.toString(16)}::1`;
-const CLIENT4 = `10.251.${octet}.2`;
-const CLIENT6 = `fd00:251:${octet.toString(16)}::2`;
+/** The outside link: the node's end is the agent's --devices. */
+const LINK = outsideLink('wgnp', 251);
+const { hostDev: HOST_DEV, node4: NODE4, node6: NODE6, client4: CLIENT4, client6: CLIENT6 } = LINK;
 const NODE_PORT = 30080;
 const NODE_PORT_UDP = 30053;
 /** A UDP node port whose backends have no listener on the target port. */
@@ -115,26 +114,10 @@ function askFromNode(e: Env, reqs: Request[]): Answer[] {
   return parseAnswers(r.stdout);
 }
 
-/** The outside: a namespace joined to the node by a veth pair, addresses on both ends. */
-function createOutside(): Netns {
-  const outside = createNetns('wg-np-out');
-  cleanup.add(() => outside.remove(), `netns ${outside.name}`);
-  ip(['link', 'add', 'name', HOST_DEV, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside.name]);
-  cleanup.add(() => { spawnSync('ip', ['link', 'del', HOST_DEV], { stdio: 'ignore' }); }, `link ${HOST_DEV}`);
-  ip(['addr', 'add', `${NODE4}/24`, 'dev', HOST_DEV]);
-  ip(['addr', 'add', `${NODE6}/64`, 'dev', HOST_DEV, 'nodad']);
-  ip(['link', 'set', HOST_DEV, 'up']);
-  outside.exec(['ip', 'addr', 'add', `${CLIENT4}/24`, 'dev', 'eth0']);
-  outside.exec(['ip', 'addr', 'add', `${CLIENT6}/64`, 'dev', 'eth0', 'nodad']);
-  outside.exec(['ip', 'link', 'set', 'eth0', 'up']);
-  outside.exec(['ip', 'link', 'set', 'lo', 'up']);
-  return outside;
-}
-
 async function createEnv(): Promise<Env> {
   const dir = mkdtempSync(join(tmpdir(), 'waggle-np-'));
   cleanup.add(() => rmSync(dir, { recursive: true, force: true }), `temp dir ${dir}`);
-  const outside = createOutside();
+  const outside = createOutside(cleanup, 'wg-np-out', LINK);
   const agent = new TestAgent({ extraArgs: ['--devices', HOST_DEV] });
   cleanup.add(() => agent.remove(), `agent ${agent.nodeName}`);
   await agent.start();
@@ -269,6 +252,29 @@ test('a backend\'s ICMP error reaches the outside client translated: UDP to a no
     [NODE6, NODE_PORT_CLOSED, 'ECONNREFUSED'], [NODE6, NODE_PORT_CLOSED, 'ECONNREFUSED'],
     [NODE4, NODE_PORT_UDP, undefined],
   ], 'refused where nothing listens; answered where something does');
+});
+
+test('a node address added while the agent runs gets the node ports (and loses them when removed)', async (t) => {
+  const e = await env(t);
+  if (!e) return;
+  const extra4 = NODE4.replace(/\.1$/, '.3');
+  const frontendsOn = (addr: string): number => (JSON.parse(e.agent.ok(['service', 'get', 'web', '-n', 'shop', '-o', 'json'])) as { frontends: { kind: string; address: string }[] })
+    .frontends.filter((f) => f.kind === 'NodePort' && f.address === addr).length;
+  /** Waits (bounded) until `cond` holds; the agent compares the node's addresses every 2 s. */
+  const eventually = async (cond: () => boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 100 && !cond(); i++) await sleep(200);
+    assert.ok(cond(), what);
+  };
+  assert.equal(frontendsOn(extra4), 0);
+  ip(['addr', 'add', `${extra4}/24`, 'dev', HOST_DEV]);
+  try {
+    await eventually(() => frontendsOn(extra4) === 3, `NodePort frontends on the new address ${extra4}`);
+    const answers = askFromOutside(e, [{ proto: 'tcp', addr: extra4, port: NODE_PORT, n: 4 }]);
+    assert.deepEqual(answers.map((a) => [a.error, a.peer]), Array(4).fill([undefined, `${extra4}:${NODE_PORT}`]), 'the new address answers on the node port');
+  } finally {
+    ip(['addr', 'del', `${extra4}/24`, 'dev', HOST_DEV]);
+  }
+  await eventually(() => frontendsOn(extra4) === 0, 'the frontends go with the address');
 });
 
 test('an agent restarted without --devices takes the device program off (the node\'s own stack answers the node port); with it again, NodePort is back', async (t) => {

@@ -20,9 +20,9 @@
  * Only TCP and UDP quotes are translated; a hairpin connection's errors
  * (the client is the backend) pass as they are. The ICMP checksum follows
  * every change (ICMPv6 also for its pseudo-header), the quoted IPv4 header's
- * checksum too; the quoted TCP/UDP checksum is left as it is, as the receiver
- * of an error does not verify it (netfilter's NAT leaves it too when the
- * quote is truncated). Rare packets: loads and stores go through helpers.
+ * checksum too; the quoted TCP/UDP checksum is left as it is: the receiver
+ * of an error does not verify it (and the usual 8-byte quote of a TCP header
+ * does not even hold it). Rare packets: loads and stores go through helpers.
  */
 #ifndef WAGGLE_LIB_LB_ICMP_H
 #define WAGGLE_LIB_LB_ICMP_H

@@ -31,7 +31,11 @@ import { createUi } from '../observe/ui.js';
 import { VERSION } from '../version.js';
 import { ApiError, serveApi, socketInUse } from './api-server.js';
 import { agentRoutes } from './routes.js';
+import { watchAddresses } from './address-watch.js';
 import type { AgentConfig } from './config.js';
+
+/** How often the node's addresses are compared with the last ones seen (src/agent/address-watch.ts). */
+const NODE_ADDRESS_POLL_MS = 2000;
 
 /** The node's own addresses NodePort services answer on (global scope; not the endpoints' virtual router). */
 function nodeAddresses(router: readonly string[]): string[] {
@@ -117,6 +121,16 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   });
   endpoints.restore();
   log.info({ endpoints: endpoints.count, router: endpoints.router, policies: policy.repo.list().length, services: services.list().length }, 'restored endpoints, policy and services');
+  // NodePort frontends follow the node's addresses.
+  const addressWatch = watchAddresses({
+    read: () => nodeAddresses(routerAddresses),
+    onChange: (addresses) => {
+      log.info({ addresses }, 'node addresses changed: updating NodePort frontends');
+      services.resync();
+    },
+    onError: (err) => log.error({ err: err.message }, 'following the node addresses failed'),
+    intervalMs: NODE_ADDRESS_POLL_MS,
+  });
 
   // Conntrack garbage collection: expired entries out of the map.
   const ct = ctMap(pinDir);
@@ -167,6 +181,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
   const releaseDatapath = async (): Promise<void> => {
     clearInterval(lostTimer);
     clearInterval(ctTimer);
+    addressWatch.stop();
     ct.close();
     policy.close();
     lbWriter.close();

@@ -10,7 +10,7 @@
  * service, translation, conntrack, policy and ipcache maps and endpoints
  * without policy.
  */
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test, type TestContext } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -231,6 +231,16 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
   }
   const from = (ep: Ep, frame: Buffer): Run => runOn('from_endpoint', ep, frame);
   const to = (ep: Ep, frame: Buffer): Run => runOn('to_endpoint', ep, frame);
+  /** Loads the host device program for test `t`; returns a runner of frames arriving on DEV. */
+  function hostDevice(t: TestContext): (frame: Buffer) => Run {
+    const loaded = loadHostDeviceProgram(pinDir);
+    t.after(() => loaded.close());
+    return (frame) => {
+      rb.skip();
+      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
+      return { retval: r.retval, events: drainEvents(rb), data: r.data };
+    };
+  }
 
   function only(events: DecodedFlowEvent[], type: number): DecodedFlowEvent {
     const found = events.filter((e) => e.type === type);
@@ -611,13 +621,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
 
   test('NodePort from outside (from_netdev on a host device): DNAT into a local backend keeping the client address; the reply leaves through that device from the node address and node port', (t) => {
     if (skipUnlessRoot(t)) return;
-    const loaded = loadHostDeviceProgram(pinDir);
-    t.after(() => loaded.close());
-    const netdev = (frame: Buffer): Run => {
-      rb.skip();
-      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
-      return { retval: r.retval, events: drainEvents(rb), data: r.data };
-    };
+    const netdev = hostDevice(t);
     const outside = (client: string, dst: string, proto: number, l4: Buffer): Buffer => (dst.includes(':')
       ? eth(DEV.mac, CLIENT_MAC, 0x86dd, ipv6(client, dst, proto, withL4Checksum(client, dst, proto, l4)))
       : eth(DEV.mac, CLIENT_MAC, 0x0800, ipv4(client, dst, proto, withL4Checksum(client, dst, proto, l4))));
@@ -716,13 +720,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
 
   test('ICMP errors about translated connections are translated too: a backend\'s port unreachable reaches the client quoting the service (ClusterIP and NodePort, IPv4 and IPv6); a router\'s packet too big for a NodePort reply reaches the backend quoting it', (t) => {
     if (skipUnlessRoot(t)) return;
-    const loaded = loadHostDeviceProgram(pinDir);
-    t.after(() => loaded.close());
-    const netdev = (frame: Buffer): Run => {
-      rb.skip();
-      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
-      return { retval: r.retval, events: drainEvents(rb), data: r.data };
-    };
+    const netdev = hostDevice(t);
     /** The IP packet `ep` received (the translated frame) as an ICMP error would quote it: header and 8 bytes. */
     const quoteOf = (frame: Buffer): Buffer => {
       const ip = frame.subarray(14);

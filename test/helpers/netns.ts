@@ -239,3 +239,42 @@ export function endpointNs(name: string): Netns {
     remove: () => undefined,
   };
 }
+
+/**
+ * A link to a namespace standing in for a machine outside the node: the
+ * node's end `hostDev` (`<tag><pid>`, for the agent's --devices) with node4 /
+ * node6, the far end eth0 with client4 / client6, on 10.<second>.X.0/24 and
+ * fd00:<second>:X::/64, X derived from this process's PID.
+ */
+export interface OutsideLink { hostDev: string; node4: string; node6: string; client4: string; client6: string }
+
+export function outsideLink(tag: string, second: number): OutsideLink {
+  const x = 10 + (process.pid % 200);
+  return {
+    hostDev: `${tag}${process.pid % 100000}`,
+    node4: `10.${second}.${x}.1`, node6: `fd00:${second}:${x.toString(16)}::1`,
+    client4: `10.${second}.${x}.2`, client6: `fd00:${second}:${x.toString(16)}::2`,
+  };
+}
+
+/** Creates the outside namespace (named from `prefix`) and `link` (MTU 1500 both ends), both removed by `cleanup`. */
+export function createOutside(cleanup: Cleanup, prefix: string, link: OutsideLink): Netns {
+  const outside = createNetns(prefix);
+  cleanup.add(() => outside.remove(), `netns ${outside.name}`);
+  ip(['link', 'add', 'name', link.hostDev, 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', '1500', 'netns', outside.name]);
+  cleanup.add(() => {
+    try {
+      ip(['link', 'del', link.hostDev]);
+    } catch {
+      // gone with the namespace (a veth pair goes with either end)
+    }
+  }, `link ${link.hostDev}`);
+  ip(['addr', 'add', `${link.node4}/24`, 'dev', link.hostDev]);
+  ip(['addr', 'add', `${link.node6}/64`, 'dev', link.hostDev, 'nodad']);
+  ip(['link', 'set', link.hostDev, 'up']);
+  outside.exec(['ip', 'addr', 'add', `${link.client4}/24`, 'dev', 'eth0']);
+  outside.exec(['ip', 'addr', 'add', `${link.client6}/64`, 'dev', 'eth0', 'nodad']);
+  outside.exec(['ip', 'link', 'set', 'eth0', 'up']);
+  outside.exec(['ip', 'link', 'set', 'lo', 'up']);
+  return outside;
+}

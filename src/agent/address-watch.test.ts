@@ -1,0 +1,33 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { watchAddresses } from './address-watch.js';
+
+test('watchAddresses: reports a changed set once, ignores order and duplicates, survives a failing read', () => {
+  let current: string[] = ['10.0.0.1', 'fd00::1'];
+  let fail = false;
+  const changes: string[][] = [];
+  const errors: string[] = [];
+  const w = watchAddresses({
+    read: () => { if (fail) throw new Error('netlink down'); return current; },
+    onChange: (a) => changes.push([...a]),
+    onError: (e) => errors.push(e.message),
+    intervalMs: 60_000,
+  });
+  try {
+    assert.equal(w.check(), false, 'the baseline is no change');
+    current = ['fd00::1', '10.0.0.1', '10.0.0.1'];
+    assert.equal(w.check(), false, 'order and duplicates do not count');
+    current = ['10.0.0.1', 'fd00::1', '192.0.2.7'];
+    assert.equal(w.check(), true, 'an added address');
+    assert.equal(w.check(), false, 'reported once');
+    fail = true;
+    assert.equal(w.check(), false);
+    assert.deepEqual(errors, ['netlink down']);
+    fail = false;
+    current = ['fd00::1'];
+    assert.equal(w.check(), true, 'removed addresses');
+    assert.deepEqual(changes, [['10.0.0.1', 'fd00::1', '192.0.2.7'], ['fd00::1']]);
+  } finally {
+    w.stop();
+  }
+});
