@@ -30,9 +30,9 @@
  * Service load balancing per packet (bpf/lib/lb_xlate.h) serves what the
  * socket programs cannot see (processes outside the agent's cgroup). In
  * from_endpoint, after anti-spoofing, a TCP/UDP packet to a service frontend
- * is translated to the connection's backend (DNAT, kept in `lb_nat`) before
- * anything else: the destination lookup, conntrack and policy all see the
- * backend, so conntrack tracks the translated tuple and policy decides on the
+ * (an address that is no local endpoint) is translated to the connection's
+ * backend (DNAT, kept in `lb_nat`) before anything else: delivery, conntrack
+ * and policy all see the backend, so conntrack tracks the translated tuple and policy decides on the
  * backend's identity and port; the entry is marked CT_F_SERVICE. A reply is
  * matched by conntrack on that same translated tuple (backend -> client, a
  * reply: it passes as one), and only then, when its entry is so marked, is
@@ -47,7 +47,8 @@
  * first fragment (bpf/lib/frag.h) for all of the above.
  *
  * Per-packet work is O(1): the config lookup, a fixed parse, one hash lookup
- * of the destination, one service lookup (TCP/UDP from an endpoint), one or
+ * of the destination, one service lookup (TCP/UDP from an endpoint to an
+ * address that is no local endpoint: never a service frontend), one or
  * two conntrack lookups, a per-CPU counter; a service packet adds the
  * `lb_nat` and `lb_backends` lookups, its reply one `lb_rev_nat` lookup; a new
  * connection adds hash and trie lookups that do not depend on the number of
@@ -243,12 +244,21 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, struct pkt_info *p
 	if (saddr != cfg->ipv4 || cfg->ipv4 == 0)
 		return drop(skb, pi, DROP_INVALID_SOURCE_IP);
 	ret = frag_track(pi);
-	if (!ret)
-		ret = lb_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
+	/* A local endpoint's address is never a service frontend: only
+	 * traffic to other addresses looks for a service. */
 	__builtin_memcpy(&daddr, pi->daddr, 4);
 	dst = lookup_endpoint4(daddr);
+	if (!dst) {
+		ret = lb_forward(skb, pi, 0);
+		if (ret)
+			return drop(skb, pi, ret);
+		if (pi->flags & FLOW_F_TRANSLATED) {
+			__builtin_memcpy(&daddr, pi->daddr, 4);
+			dst = lookup_endpoint4(daddr);
+		}
+	}
 	return deliver_from_endpoint(skb, pi, cfg, dst);
 }
 
@@ -336,11 +346,16 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, struct pkt_info *p
 		return TC_ACT_OK;
 	}
 	ret = frag_track(pi);
-	if (!ret)
-		ret = lb_forward(skb, pi, 0);
 	if (ret)
 		return drop(skb, pi, ret);
 	dst = lookup_endpoint6(pi->daddr);
+	if (!dst) {
+		ret = lb_forward(skb, pi, 0);
+		if (ret)
+			return drop(skb, pi, ret);
+		if (pi->flags & FLOW_F_TRANSLATED)
+			dst = lookup_endpoint6(pi->daddr);
+	}
 	return deliver_from_endpoint(skb, pi, cfg, dst);
 }
 
