@@ -302,13 +302,18 @@ function reportWire(cfg: WireConfig, r: WireResult, figures: Record<string, numb
   if (direct) {
     const w = get('waggle', big, 'last');
     if (w) lines.push(`     for scale: waggle N=${big} last / direct (no LB) ${(w.rate.median / direct.rate.median).toFixed(2)}x`);
-    const bounds = cfg.linux.map((m) => {
-      const o = get(m, big, 'first');
-      return o ? `${(direct.rate.median / o.rate.median).toFixed(2)}x ${MECH_LABEL[m]}` : '';
+    const bounds = (['first', 'last'] as const).map((t) => {
+      const per = cfg.linux.map((m) => {
+        const o = get(m, big, t);
+        if (!o) return '';
+        figures[`wireBound${camel(m)}${camel(t)}`] = r3(direct.rate.median / o.rate.median);
+        return `${(direct.rate.median / o.rate.median).toFixed(2)}x ${MECH_LABEL[m]}`;
+      }).filter(Boolean);
+      return per.length ? `${per.join(', ')} on the ${t} service` : '';
     }).filter(Boolean);
     if (bounds.length) {
-      lines.push(`     bound: the client without any balancer (direct) reaches ${bounds.join(', ')} on the first service at N=${big}: no balancer can`,
-        '     beat kube-proxy there by more than that, the connection itself (handshake, veths, server, RST) costs most of its time.');
+      lines.push(`     bound: the client without any balancer (direct) reaches ${bounds.join('; ')} at N=${big}: no balancer can`,
+        '     beat kube-proxy by more than that, the connection itself (handshake, veths, server, RST) costs most of its time.');
     }
   }
   figures.wireGoalsMet = allMet ? 1 : 0;
