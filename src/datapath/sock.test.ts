@@ -479,7 +479,7 @@ describe('socket load balancing at the cgroup hooks', () => {
     await t.test('connected UDP: every new socket picks a backend; peer and reply source are the service', async () => {
       for (const [type, vip, backends] of [['udp4', '10.96.0.10', BE4], ['udp6', 'fd00:96::10', BE6]] as const) {
         const seen: UdpResult[] = [];
-        for (let i = 0; i < 24; i++) {
+        for (let i = 0; i < 45; i++) {
           const sock = await client.udpOpen(type);
           assert.deepEqual(await client.udpConnect(sock, vip), { peer: `${vip} 80` });
           const [r] = await client.udpSend(sock, 1);
@@ -496,7 +496,8 @@ describe('socket load balancing at the cgroup hooks', () => {
     await t.test('unconnected UDP (sendto): one socket stays on one backend; recvfrom shows the service', async () => {
       for (const [type, vip, backends] of [['udp4', '10.96.0.10', BE4], ['udp6', 'fd00:96::10', BE6]] as const) {
         const perSocket = new Set<string | undefined>();
-        for (let i = 0; i < 15; i++) {
+        // 45 sockets over 3 random backends: all of them are used but for a chance of 3 × (2/3)^45 ≈ 4e-8.
+        for (let i = 0; i < 45; i++) {
           const sock = await client.udpOpen(type);
           const rs = await client.udpSendto(sock, vip, 4);
           assertServed(rs, [...backends], `${type} sendto`);
