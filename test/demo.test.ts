@@ -33,7 +33,7 @@ test('waggle demo runs end to end and leaves nothing behind', (t) => {
   assert.match(svc[2]!, new RegExp(`${prefix}-web-2 ×\\d+`));
   assert.equal(svc[3], `${svc[1]}:80`);
   // NodePort from a namespace standing in for another machine: both backends, the client's own address kept.
-  const np = new RegExp(`a client outside the node \\(namespace ${prefix}-outside, (10\\.202\\.0\\.\\d+)\\) opens 8 connections to the node port http://10\\.202\\.0\\.1:30080/ through device ${prefix}-ext: answered by (.*); the servers saw (\\S+) `).exec(r.stdout);
+  const np = new RegExp(`a client outside the node \\(namespace ${prefix}-outside, (10\\.202\\.0\\.\\d+)\\) opens 16 connections to the node port http://10\\.202\\.0\\.1:30080/ through device ${prefix}-ext: answered by (.*); the servers saw (\\S+) `).exec(r.stdout);
   assert.ok(np, `NodePort step:\n${r.stdout}`);
   assert.match(np[2]!, new RegExp(`${prefix}-web ×\\d+`));
   assert.match(np[2]!, new RegExp(`${prefix}-web-2 ×\\d+`));

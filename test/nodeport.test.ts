@@ -293,7 +293,7 @@ test('an agent restarted without --devices takes the device program off (the nod
   assert.deepEqual(refused.map((a) => a.error), ['ECONNREFUSED'], 'nothing translates: the node has no listener on the node port');
   await e.agent.stop();
   await e.agent.start();
-  const back = askFromOutside(e, [{ proto: 'tcp', addr: NODE4, port: NODE_PORT, n: 8 }]);
+  const back = askFromOutside(e, [{ proto: 'tcp', addr: NODE4, port: NODE_PORT, n: 20 }]);
   assert.deepEqual(back.filter((a) => a.error).map((a) => a.error), [], 'NodePort from outside works again');
   assert.deepEqual(new Set(back.map((a) => a.who)), new Set(e.web.map((w) => w.name)));
 });

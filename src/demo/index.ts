@@ -274,12 +274,12 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       } else {
         out(`▶ ${c1.name} opens 16 connections to http://${vip}/: answered by ${answeredBy(inside)}; the peer its sockets saw: ${inside.peers.join(', ')} (balanced at connect time in eBPF, no per-packet NAT)`);
       }
-      const outsideProbe = await probeJson<ProbeResult>({ netnsPath: outside.path }, serviceProbeScript(outside.node.ipv4, NODE_PORT, 8), false);
+      const outsideProbe = await probeJson<ProbeResult>({ netnsPath: outside.path }, serviceProbeScript(outside.node.ipv4, NODE_PORT, 16), false);
       if (typeof outsideProbe === 'string') {
         out(`✗ the NodePort probe said: ${outsideProbe}`);
         ok = false;
       } else {
-        out(`▶ a client outside the node (namespace ${outside.name}, ${outside.client.ipv4}) opens 8 connections to the node port http://${outside.node.ipv4}:${NODE_PORT}/ through device ${outside.device}: answered by ${answeredBy(outsideProbe)}; the servers saw ${outsideProbe.seen.join(', ')} (translated per packet by the device's eBPF program, the client's address kept)`);
+        out(`▶ a client outside the node (namespace ${outside.name}, ${outside.client.ipv4}) opens 16 connections to the node port http://${outside.node.ipv4}:${NODE_PORT}/ through device ${outside.device}: answered by ${answeredBy(outsideProbe)}; the servers saw ${outsideProbe.seen.join(', ')} (translated per packet by the device's eBPF program, the client's address kept)`);
       }
     }
     await sleep(seconds > 0 ? (seconds * 1000) / 2 : 2 ** 31 - 1, stop.signal);
