@@ -26,26 +26,24 @@ import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
 import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
 import { childEnv, stop } from '../../test/helpers/traffic.js';
 import {
-  attachEndpoint, detachEndpointPrograms, endpointsMap, lbNatMaps, loadEndpointDatapath, lxcConfigOf, openEvents,
-  type DecodedFlowEvent, type EndpointDatapath,
+  attachEndpoint, detachEndpointPrograms, endpointsMap, lbNatMaps, loadEndpointDatapath, openEvents, type EndpointDatapath,
 } from './lxc.js';
 import { loadHostDeviceProgram } from './netdev.js';
-import { ctMap, ipcacheMap, policyMap, policyStateMap, writePolicyRevision } from './policy-maps.js';
-import type { EndpointInfo } from './codecs/endpoint.js';
-import type { IpcacheValue } from './codecs/ipcache.js';
-import type { PolicyKey, PolicyState, PolicyValue } from './codecs/policy.js';
+import { writePolicyRevision } from './policy-maps.js';
+import type { PolicyKey, PolicyValue } from './codecs/policy.js';
 import { CT_FLAGS, type CtEntry, type CtKey } from './codecs/conntrack.js';
 import {
   LB_BACKEND_F_TERMINATING, LB_FLAGS, LB_MAGLEV_INNER_FLAGS, lbAddrBytes, lbAffinity, lbAffinityKey, lbBackend, lbFamily, lbService,
   lbServiceKey, type LbAffinity, type LbAffinityKey, type LbBackend, type LbService, type LbServiceKey,
 } from './codecs/lb.js';
 import { LB_NAT_F_HAIRPIN, type LbNatEntry, type LbNatKey } from './codecs/lb-nat.js';
-import { FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FLAGS, VERDICT_DROPPED } from './codecs/flow-event.js';
+import { FLOW_EVENT_DROP, FLOW_EVENT_TRACE, FLOW_FLAGS } from './codecs/flow-event.js';
 import { dropReasonCode } from './drop-reasons.js';
 import {
-  ACK, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, drainEvents, eth, fragmentDatagram, icmpError, ipv4, ipv4L4Checksum, ipv6, ipv6L4Checksum,
+  ACK, SYN, TC_ACT_OK, TC_ACT_REDIRECT, drainEvents, eth, fragmentDatagram, icmpError, ipv4, ipv4L4Checksum, ipv6, ipv6L4Checksum,
   parseFragment, parseFrame, parseIcmpError, skbCtx, tcp, udp, withL4Checksum, type ParsedFrame,
 } from './test-frames.js';
+import { DatapathHarness, assertDropped, only, type Run, type TestEndpoint } from './test-harness.js';
 
 const TCP = 6;
 const UDP = 17;
@@ -59,15 +57,7 @@ const NOT_LOCAL = dropReasonCode('NO_MATCHING_LOCAL_CONTAINER_FOUND');
 const FRAG_NOT_FOUND = dropReasonCode('FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND');
 const { REPLY_KNOWN, IS_REPLY, TRANSLATED, EGRESS, INGRESS } = FLOW_FLAGS;
 
-interface Ep {
-  id: number;
-  ipv4: string;
-  ipv6: string;
-  mac: string;
-  hostMac: string;
-  identity: number;
-  ifindex: number;
-}
+type Ep = TestEndpoint;
 
 const A: Ep = { id: 31, ipv4: '10.199.230.21', ipv6: 'fd99:230::21', mac: '02:00:00:00:00:31', hostMac: '02:00:00:00:01:31', identity: 4031, ifindex: 0 };
 const B: Ep = { id: 32, ipv4: '10.199.230.22', ipv6: 'fd99:230::22', mac: '02:00:00:00:00:32', hostMac: '02:00:00:00:01:32', identity: 4032, ifindex: 0 };
@@ -147,12 +137,8 @@ const cleanup = new Cleanup();
 after(() => cleanup.run());
 
 describe('per-packet service load balancing in the endpoint programs (BPF_PROG_TEST_RUN)', () => {
-  let fs: TempBpffs;
+  let h: DatapathHarness;
   let pinDir: string;
-  let dp: EndpointDatapath;
-  let rb: RingBuffer;
-  let runNs: Netns;
-  let endpoints: BpfMap<string, EndpointInfo>;
   let services: BpfMap<LbServiceKey, LbService>;
   let backends: BpfMap<number, LbBackend>;
   let maglev: BpfMap<number, number>;
@@ -161,17 +147,8 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
   let revNat: BpfMap<LbNatKey, LbNatEntry>;
   let ct: BpfMap<CtKey, CtEntry>;
   let policy: BpfMap<PolicyKey, PolicyValue>;
-  let ipcache: BpfMap<string, IpcacheValue>;
-  let state: BpfMap<number, PolicyState>;
 
-  function setFlags(ep: Ep, flags: number): void {
-    dp.config.update(ep.ifindex, lxcConfigOf({
-      endpointId: ep.id, hostIfindex: ep.ifindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, identity: ep.identity, policyFlags: flags,
-    }));
-    const info: EndpointInfo = { ifindex: ep.ifindex, endpointId: ep.id, mac: ep.mac, nodeMac: ep.hostMac, flags, identity: ep.identity };
-    endpoints.update(ep.ipv4, info);
-    endpoints.update(ep.ipv6, info);
-  }
+  const setFlags = (ep: Ep, flags: number): void => h.setFlags(ep, flags);
 
   function rule(ep: Ep, direction: 'ingress' | 'egress', identity: number, proto: number, port: number, cookie: number): void {
     policy.update({ endpointId: ep.id, direction, identity, proto, port, portPrefixLen: 16 }, { cookie, deny: 0, matchType: 2 });
@@ -218,42 +195,13 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     }
   }
 
-  interface Run {
-    retval: number;
-    events: DecodedFlowEvent[];
-    data: Buffer;
-  }
-
-  function runOn(program: 'from_endpoint' | 'to_endpoint', ep: Ep, frame: Buffer): Run {
-    rb.skip();
-    const r = inNetns(runNs.path, () => dp.program(program).testRun({ data: frame, ctx: skbCtx(ep.ifindex), ctxOutSize: 256 }));
-    return { retval: r.retval, events: drainEvents(rb), data: r.data };
-  }
-  const from = (ep: Ep, frame: Buffer): Run => runOn('from_endpoint', ep, frame);
-  const to = (ep: Ep, frame: Buffer): Run => runOn('to_endpoint', ep, frame);
+  const from = (ep: Ep, frame: Buffer): Run => h.from(ep, frame);
+  const to = (ep: Ep, frame: Buffer): Run => h.to(ep, frame);
   /** Loads the host device program for test `t`; returns a runner of frames arriving on DEV. */
   function hostDevice(t: TestContext): (frame: Buffer) => Run {
     const loaded = loadHostDeviceProgram(pinDir);
     t.after(() => loaded.close());
-    return (frame) => {
-      rb.skip();
-      const r = inNetns(runNs.path, () => loaded.program.testRun({ data: frame, ctx: skbCtx(DEV.ifindex), ctxOutSize: 256 }));
-      return { retval: r.retval, events: drainEvents(rb), data: r.data };
-    };
-  }
-
-  function only(events: DecodedFlowEvent[], type: number): DecodedFlowEvent {
-    const found = events.filter((e) => e.type === type);
-    assert.equal(found.length, 1, `one event of type ${type} in ${JSON.stringify(events.map((e) => e.typeName))}`);
-    return found[0] as DecodedFlowEvent;
-  }
-
-  function assertDropped(r: Run, reason: number, what: string): DecodedFlowEvent {
-    assert.equal(r.retval, TC_ACT_SHOT, `${what}: dropped`);
-    const e = only(r.events, FLOW_EVENT_DROP);
-    assert.equal(e.dropReason, reason, `${what}: drop reason ${e.dropReasonName}`);
-    assert.equal(e.verdict, VERDICT_DROPPED);
-    return e;
+    return (frame) => h.run(loaded.program, DEV, frame);
   }
 
   /** The rewritten frame, with both checksums verified. */
@@ -276,15 +224,8 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
 
   before(() => {
     if (!isRoot) return;
-    fs = mountTempBpffs();
-    cleanup.add(() => fs.unmount(), 'bpffs');
-    pinDir = join(fs.path, 'waggle');
-    dp = loadEndpointDatapath({ pinDir, routerIpv4: '10.199.250.1', routerIpv6: 'fd99:250::1' });
-    cleanup.add(() => dp.close(), 'endpoint datapath');
-    rb = openEvents(pinDir);
-    cleanup.add(() => rb.close(), 'events reader');
-    endpoints = endpointsMap(pinDir);
-    cleanup.add(() => endpoints.close(), 'endpoints map');
+    h = DatapathHarness.open(cleanup, 'wg-lb-run', [A, B, C, DEV]);
+    ({ pinDir, ct, policy } = h);
     services = BpfMap.openPinned(join(pinDir, 'lb_services'), lbServiceKey, lbService);
     cleanup.add(() => services.close(), 'lb_services');
     backends = BpfMap.openPinned(join(pinDir, 'lb_backends'), u32, lbBackend);
@@ -295,28 +236,12 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     cleanup.add(() => affinity.close(), 'lb_affinity');
     ({ nat, revNat } = lbNatMaps(pinDir));
     cleanup.add(() => { nat.close(); revNat.close(); }, 'lb_nat maps');
-    ct = ctMap(pinDir);
-    cleanup.add(() => ct.close(), 'ct map');
-    policy = policyMap(pinDir);
-    cleanup.add(() => policy.close(), 'policy map');
-    ipcache = ipcacheMap(pinDir);
-    cleanup.add(() => ipcache.close(), 'ipcache map');
-    state = policyStateMap(pinDir);
-    cleanup.add(() => state.close(), 'policy_state map');
-    runNs = createNetns('wg-lb-run');
-    cleanup.add(() => runNs.remove(), 'test-run netns');
-    createVethPair({ a: { netns: runNs, name: 'wglba' }, b: { netns: runNs, name: 'wglbb' } });
-    createVethPair({ a: { netns: runNs, name: 'wglbc' }, b: { netns: runNs, name: 'wglbd' } });
-    A.ifindex = ifindexIn(runNs, 'wglba');
-    B.ifindex = ifindexIn(runNs, 'wglbb');
-    C.ifindex = ifindexIn(runNs, 'wglbc');
-    DEV.ifindex = ifindexIn(runNs, 'wglbd');
   });
 
   beforeEach(() => {
     if (!isRoot) return;
-    for (const m of [services, backends, maglev, affinity, nat, revNat, ct, policy, ipcache] as BpfMap<unknown, unknown>[]) m.clear();
-    writePolicyRevision(state, 1);
+    for (const m of [services, backends, maglev, affinity, nat, revNat] as BpfMap<unknown, unknown>[]) m.clear();
+    h.reset();
     setFlags(A, 0);
     setFlags(B, 0);
     setFlags(C, 0);
@@ -576,7 +501,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     assert.deepEqual([q.src, q.sport, q.dst, q.dport, q.ethDst], [VIP4, 80, A.ipv4, 59000, A.mac]);
     assert.equal(only(reply.events, FLOW_EVENT_TRACE).flags, REPLY_KNOWN | IS_REPLY | TRANSLATED);
     // A policy revision re-checks the connection with A as its source (not the service address's world identity).
-    writePolicyRevision(state, 2);
+    writePolicyRevision(h.state, 2);
     const later = from(A, out(A, VIP4, TCP, tcp(59000, 80, ACK)));
     assert.equal(later.retval, TC_ACT_REDIRECT, 're-checked and still allowed');
     assert.equal(ct.lookup(ctKeyOf(VIP4, A.ipv4, TCP, 59000, 8080))?.srcIdentity, A.identity);
@@ -804,8 +729,8 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
       t.diagnostic('BPF_ENABLE_STATS unavailable: no figures');
       return;
     }
-    const prog = dp.program('from_endpoint');
-    const measure = (ep: Ep, frame: Buffer): number => inNetns(runNs.path, () => {
+    const prog = h.dp.program('from_endpoint');
+    const measure = (ep: Ep, frame: Buffer): number => inNetns(h.runNs.path, () => {
       const ctx = skbCtx(ep.ifindex);
       const before = prog.info();
       for (let i = 0; i < n; i++) prog.testRun({ data: frame, ctx, ctxOutSize: 256 });
@@ -820,7 +745,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
     } finally {
       closeFd(statsFd);
     }
-    rb.skip();
+    h.rb.skip();
     t.diagnostic(`ns/packet (kernel run-time stats; established TCP ACK, from_endpoint): ${JSON.stringify(figures)}`);
   });
 });

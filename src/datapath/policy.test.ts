@@ -9,20 +9,12 @@
  */
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { parseIPv4, parseIPv6 } from '../bpf/codec.js';
 import type { BpfMap, PerCpuMap } from '../bpf/map.js';
-import type { RingBuffer } from '../bpf/ringbuf.js';
-import { inNetns } from '../netlink/netns.js';
 import { isRoot, skipUnlessRoot } from '../../test/helpers/root.js';
-import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
-import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
-import {
-  endpointsMap, loadEndpointDatapath, lxcConfigOf, metricsMap, openEvents,
-  type DecodedFlowEvent, type EndpointDatapath,
-} from './lxc.js';
-import { ctMap, ipcacheMap, policyExactMap, policyMap, policyStateMap, writePolicyRevision } from './policy-maps.js';
-import type { EndpointInfo } from './codecs/endpoint.js';
+import { Cleanup } from '../../test/helpers/netns.js';
+import { metricsMap, type DecodedFlowEvent } from './lxc.js';
+import { policyExactMap, writePolicyRevision } from './policy-maps.js';
 import type { IpcacheValue } from './codecs/ipcache.js';
 import type { PolicyKey, PolicyState, PolicyValue } from './codecs/policy.js';
 import { CT_FLAGS, type CtEntry, type CtKey } from './codecs/conntrack.js';
@@ -33,8 +25,9 @@ import {
 } from './codecs/flow-event.js';
 import { dropReasonCode } from './drop-reasons.js';
 import {
-  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, checksum, drainEvents, eth, fragmentDatagram, icmpEcho, ipv4, ipv6, skbCtx, tcp, udp,
+  ACK, FIN, RST, SYN, TC_ACT_OK, TC_ACT_REDIRECT, checksum, eth, fragmentDatagram, icmpEcho, ipv4, ipv6, tcp, udp,
 } from './test-frames.js';
+import { DatapathHarness, assertDropped, only, type Run, type TestEndpoint } from './test-harness.js';
 
 const POLICY_DENIED = dropReasonCode('POLICY_DENIED');
 const POLICY_DENY = dropReasonCode('POLICY_DENY');
@@ -57,16 +50,7 @@ const ICMPV6 = 58;
 
 const { REPLY_KNOWN, IS_REPLY, INGRESS, EGRESS } = FLOW_FLAGS;
 
-interface Ep {
-  id: number;
-  ipv4: string;
-  ipv6: string;
-  mac: string;
-  hostMac: string;
-  identity: number;
-  /** The endpoint's host-side device in the test-run namespace. */
-  ifindex: number;
-}
+type Ep = TestEndpoint;
 
 const A: Ep = { id: 21, ipv4: '10.199.210.21', ipv6: 'fd99:210::21', mac: '02:00:00:00:00:21', hostMac: '02:00:00:00:01:21', identity: 3021, ifindex: 0 };
 const B: Ep = { id: 22, ipv4: '10.199.210.22', ipv6: 'fd99:210::22', mac: '02:00:00:00:00:22', hostMac: '02:00:00:00:01:22', identity: 3022, ifindex: 0 };
@@ -91,27 +75,15 @@ const cleanup = new Cleanup();
 after(() => cleanup.run());
 
 describe('conntrack and policy in the endpoint programs (BPF_PROG_TEST_RUN)', () => {
-  let fs: TempBpffs;
+  let h: DatapathHarness;
   let pinDir: string;
-  let dp: EndpointDatapath;
-  let rb: RingBuffer;
-  let runNs: Netns;
-  let endpoints: BpfMap<string, EndpointInfo>;
   let policy: BpfMap<PolicyKey, PolicyValue>;
   let ipcache: BpfMap<string, IpcacheValue>;
   let state: BpfMap<number, PolicyState>;
   let ct: BpfMap<CtKey, CtEntry>;
   let metrics: PerCpuMap<MetricsKey, MetricsValue>;
 
-  /** Sets endpoint `ep`'s policy flags where both programs read them: its lxc_config entry and its endpoints entries. */
-  function setFlags(ep: Ep, flags: number): void {
-    dp.config.update(ep.ifindex, lxcConfigOf({
-      endpointId: ep.id, hostIfindex: ep.ifindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, identity: ep.identity, policyFlags: flags,
-    }));
-    const info: EndpointInfo = { ifindex: ep.ifindex, endpointId: ep.id, mac: ep.mac, nodeMac: ep.hostMac, flags, identity: ep.identity };
-    endpoints.update(ep.ipv4, info);
-    endpoints.update(ep.ipv6, info);
-  }
+  const setFlags = (ep: Ep, flags: number): void => h.setFlags(ep, flags);
 
   /** Writes one policy entry of endpoint `ep`. */
   function rule(ep: Ep, direction: 'ingress' | 'egress', identity: number, proto: number, port: number, portPrefixLen: number,
@@ -123,67 +95,24 @@ describe('conntrack and policy in the endpoint programs (BPF_PROG_TEST_RUN)', ()
 
   const setRevision = (revision: number): void => writePolicyRevision(state, revision);
 
-  function runOn(program: 'from_endpoint' | 'to_endpoint', ep: Ep, frame: Buffer): { retval: number; events: DecodedFlowEvent[] } {
-    rb.skip();
-    const r = inNetns(runNs.path, () => dp.program(program).testRun({ data: frame, ctx: skbCtx(ep.ifindex), ctxOutSize: 256 }));
-    return { retval: r.retval, events: drainEvents(rb) };
-  }
   /** Runs a frame leaving `ep` through from_endpoint on its device. */
-  const from = (ep: Ep, frame: Buffer): { retval: number; events: DecodedFlowEvent[] } => runOn('from_endpoint', ep, frame);
+  const from = (ep: Ep, frame: Buffer): Run => h.from(ep, frame);
   /** Runs a frame for `ep` through to_endpoint on its device. */
-  const to = (ep: Ep, frame: Buffer): { retval: number; events: DecodedFlowEvent[] } => runOn('to_endpoint', ep, frame);
+  const to = (ep: Ep, frame: Buffer): Run => h.to(ep, frame);
 
   const ofType = (events: DecodedFlowEvent[], type: number): DecodedFlowEvent[] => events.filter((e) => e.type === type);
-  /** The one event of `type` among `events`. */
-  function only(events: DecodedFlowEvent[], type: number): DecodedFlowEvent {
-    const found = ofType(events, type);
-    assert.equal(found.length, 1, `one event of type ${type} in ${JSON.stringify(events.map((e) => e.typeName))}`);
-    return found[0] as DecodedFlowEvent;
-  }
-  /** Asserts a policy drop: TC_ACT_SHOT and a drop event with `reason`; returns the event. */
-  function assertDropped(r: { retval: number; events: DecodedFlowEvent[] }, reason: number, what: string): DecodedFlowEvent {
-    assert.equal(r.retval, TC_ACT_SHOT, `${what}: dropped`);
-    const e = only(r.events, FLOW_EVENT_DROP);
-    assert.equal(e.dropReason, reason, `${what}: drop reason ${e.dropReasonName}`);
-    assert.equal(e.verdict, VERDICT_DROPPED);
-    return e;
-  }
 
   before(() => {
     if (!isRoot) return;
-    fs = mountTempBpffs();
-    cleanup.add(() => fs.unmount(), 'bpffs');
-    pinDir = join(fs.path, 'waggle');
-    dp = loadEndpointDatapath({ pinDir, routerIpv4: '10.199.250.1', routerIpv6: 'fd99:250::1' });
-    cleanup.add(() => dp.close(), 'endpoint datapath');
-    rb = openEvents(pinDir);
-    cleanup.add(() => rb.close(), 'events reader');
-    endpoints = endpointsMap(pinDir);
-    cleanup.add(() => endpoints.close(), 'endpoints map');
-    policy = policyMap(pinDir);
-    cleanup.add(() => policy.close(), 'policy map');
-    ipcache = ipcacheMap(pinDir);
-    cleanup.add(() => ipcache.close(), 'ipcache map');
-    state = policyStateMap(pinDir);
-    cleanup.add(() => state.close(), 'policy_state map');
-    ct = ctMap(pinDir);
-    cleanup.add(() => ct.close(), 'ct map');
+    h = DatapathHarness.open(cleanup, 'wg-pol-run', [A, B]);
+    ({ pinDir, policy, ipcache, state, ct } = h);
     metrics = metricsMap(pinDir);
     cleanup.add(() => metrics.close(), 'metrics map');
-    runNs = createNetns('wg-pol-run');
-    cleanup.add(() => runNs.remove(), 'test-run netns');
-    // The two ends of one veth pair are A's and B's host-side devices.
-    createVethPair({ a: { netns: runNs, name: 'wgpa' }, b: { netns: runNs, name: 'wgpb' } });
-    A.ifindex = ifindexIn(runNs, 'wgpa');
-    B.ifindex = ifindexIn(runNs, 'wgpb');
   });
 
   beforeEach(() => {
     if (!isRoot) return;
-    policy.clear();
-    ipcache.clear();
-    ct.clear();
-    setRevision(1);
+    h.reset();
     setFlags(A, 0);
     setFlags(B, 0);
   });
