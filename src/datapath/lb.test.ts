@@ -23,7 +23,7 @@ import { MapType } from '../bpf/types.js';
 import { inNetns } from '../netlink/netns.js';
 import { isRoot, skipUnlessRoot } from '../../test/helpers/root.js';
 import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
-import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
+import { Cleanup, type Netns } from '../../test/helpers/netns.js';
 import { childEnv, stop } from '../../test/helpers/traffic.js';
 import {
   attachEndpoint, detachEndpointPrograms, endpointsMap, lbNatMaps, loadEndpointDatapath, openEvents, type EndpointDatapath,
@@ -43,7 +43,7 @@ import {
   ACK, SYN, TC_ACT_OK, TC_ACT_REDIRECT, drainEvents, eth, fragmentDatagram, icmpError, ipv4, ipv4L4Checksum, ipv6, ipv6L4Checksum,
   parseFragment, parseFrame, parseIcmpError, skbCtx, tcp, udp, withL4Checksum, type ParsedFrame,
 } from './test-frames.js';
-import { DatapathHarness, assertDropped, only, type Run, type TestEndpoint } from './test-harness.js';
+import { DatapathHarness, assertDropped, only, vethEndpoints, type Run, type TestEndpoint, type VethEndpoint } from './test-harness.js';
 
 const TCP = 6;
 const UDP = 17;
@@ -754,16 +754,7 @@ describe('per-packet service load balancing in the endpoint programs (BPF_PROG_T
 // Real traffic: processes in endpoint namespaces (not in any agent cgroup) reach
 // services through the attached endpoint programs alone.
 
-interface RealEp {
-  id: number;
-  ns: Netns;
-  ipv4: string;
-  ipv6: string;
-  mac: string;
-  hostIf: string;
-  hostIfindex: number;
-  hostMac: string;
-}
+type RealEp = VethEndpoint;
 
 const ROUTER4 = '10.199.250.1';
 const ROUTER6 = 'fd99:250::1';
@@ -821,7 +812,6 @@ describe('per-packet service load balancing: real traffic between endpoint names
   let backends: BpfMap<number, LbBackend>;
   let rb: RingBuffer;
 
-  const linkMac = (ns: Netns, ifname: string): string => (JSON.parse(ns.exec(['ip', '-j', 'link', 'show', 'dev', ifname])) as { address: string }[])[0]?.address ?? '';
 
   function service(id: number, vip: string, port: number, proto: number, backendIds: number[]): void {
     const key = { addr: addr16(vip), port, proto, family: famOf(vip), slot: 0 };
@@ -851,20 +841,9 @@ describe('per-packet service load balancing: real traffic between endpoint names
     fs = mountTempBpffs();
     cleanup.add(() => fs.unmount(), 'bpffs (real traffic)');
     pinDir = join(fs.path, 'waggle');
-    node = createNetns('wg-lb-node');
-    cleanup.add(() => node.remove(), 'node netns');
-    for (let i = 1; i <= 3; i++) {
-      const ns = createNetns(`wg-lb-ep${i}`);
-      cleanup.add(() => ns.remove(), `endpoint netns ${i}`);
-      const hostIf = `wlb${process.pid % 10000}e${i}`.slice(0, 15);
-      createVethPair({ a: { netns: ns, name: 'eth0' }, b: { netns: node, name: hostIf } });
-      node.exec(['ip', 'link', 'set', 'dev', hostIf, 'addrgenmode', 'none']);
-      node.exec(['ip', 'addr', 'flush', 'dev', hostIf]);
-      eps.push({
-        id: 120 + i, ns, ipv4: `10.199.232.${10 + i}`, ipv6: `fd99:232::${10 + i}`,
-        mac: linkMac(ns, 'eth0'), hostIf, hostIfindex: ifindexIn(node, hostIf), hostMac: linkMac(node, hostIf),
-      });
-    }
+    const made = vethEndpoints(cleanup, { prefix: 'wg-lb', ifPrefix: 'wlb', count: 3, idBase: 120, address: (i) => ({ ipv4: `10.199.232.${10 + i}`, ipv6: `fd99:232::${10 + i}` }) });
+    node = made.node;
+    eps.push(...made.eps);
     dp = loadEndpointDatapath({ pinDir, routerIpv4: ROUTER4, routerIpv6: ROUTER6 });
     cleanup.add(() => dp.close(), 'endpoint datapath (real traffic)');
     const map = endpointsMap(pinDir);

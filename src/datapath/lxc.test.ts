@@ -18,6 +18,7 @@ import { inNetns } from '../netlink/netns.js';
 import { skipUnlessRoot, requireTools, isRoot } from '../../test/helpers/root.js';
 import { mountTempBpffs, type TempBpffs } from '../../test/helpers/bpffs.js';
 import { Cleanup, createNetns, createVethPair, ifindexIn, type Netns } from '../../test/helpers/netns.js';
+import { vethEndpoints, type VethEndpoint } from './test-harness.js';
 import { ping, tcpExchange, udpExchange } from '../../test/helpers/traffic.js';
 import {
   attachEndpoint, decodeFlowEvent, detachEndpointPrograms, endpointAttached, endpointLinkDir, endpointProgramsDir,
@@ -347,16 +348,7 @@ describe('from_endpoint on crafted frames (BPF_PROG_TEST_RUN)', () => {
 // ---------------------------------------------------------------------------
 // Real traffic: three endpoints on one node
 
-interface Endpoint {
-  id: number;
-  ns: Netns;
-  ipv4: string;
-  ipv6: string;
-  mac: string;
-  hostIf: string;
-  hostIfindex: number;
-  hostMac: string;
-}
+type Endpoint = VethEndpoint;
 
 const endpointConfig = (ep: Endpoint): EndpointConfig => ({
   endpointId: ep.id, hostIfindex: ep.hostIfindex, ipv4: ep.ipv4, ipv6: ep.ipv6, mac: ep.mac, hostMac: ep.hostMac, identity: 1000 + ep.id,
@@ -364,11 +356,6 @@ const endpointConfig = (ep: Endpoint): EndpointConfig => ({
 
 const ROUTER4 = '10.199.250.1';
 const ROUTER6 = 'fd99:250::1';
-
-function linkMac(ns: Netns, ifname: string): string {
-  const j = JSON.parse(ns.exec(['ip', '-j', 'link', 'show', 'dev', ifname])) as { address: string }[];
-  return (j[0] as { address: string }).address;
-}
 
 describe('endpoints on one node: real traffic, no bridge, no host-side addresses', () => {
   let node: Netns;
@@ -388,21 +375,9 @@ describe('endpoints on one node: real traffic, no bridge, no host-side addresses
     fs = mountTempBpffs();
     cleanup.add(() => fs.unmount(), 'bpffs');
     pinDir = join(fs.path, 'waggle');
-    node = createNetns('wg-lxc-node');
-    cleanup.add(() => node.remove(), 'node netns');
-    for (let i = 1; i <= 3; i++) {
-      const ns = createNetns(`wg-lxc-ep${i}`);
-      cleanup.add(() => ns.remove(), `endpoint netns ${i}`);
-      const hostIf = `wlxc${process.pid % 10000}e${i}`.slice(0, 15);
-      // The host side gets no address at all: no IPv6 link-local either.
-      createVethPair({ a: { netns: ns, name: 'eth0' }, b: { netns: node, name: hostIf } });
-      node.exec(['ip', 'link', 'set', 'dev', hostIf, 'addrgenmode', 'none']);
-      node.exec(['ip', 'addr', 'flush', 'dev', hostIf]);
-      eps.push({
-        id: 100 + i, ns, ipv4: `10.199.200.${10 + i}`, ipv6: `fd99:200::${10 + i}`,
-        mac: linkMac(ns, 'eth0'), hostIf, hostIfindex: ifindexIn(node, hostIf), hostMac: linkMac(node, hostIf),
-      });
-    }
+    const made = vethEndpoints(cleanup, { prefix: 'wg-lxc', ifPrefix: 'wlxc', count: 3, idBase: 100, address: (i) => ({ ipv4: `10.199.200.${10 + i}`, ipv6: `fd99:200::${10 + i}` }) });
+    node = made.node;
+    eps.push(...made.eps);
   });
 
   test('load once, attach to every endpoint (tcx, pinned) and fill the endpoints map', (t) => {

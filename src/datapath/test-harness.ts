@@ -133,3 +133,47 @@ export function assertDropped(r: { retval: number; events: DecodedFlowEvent[] },
   assert.equal(e.verdict, VERDICT_DROPPED);
   return e;
 }
+
+/** An endpoint namespace joined to a "node" namespace by a veth pair (for real traffic through attached programs). */
+export interface VethEndpoint {
+  id: number;
+  ns: Netns;
+  ipv4: string;
+  ipv6: string;
+  /** The MAC of eth0 in the endpoint's namespace. */
+  mac: string;
+  /** The host-side device in the node namespace, its ifindex there and its MAC. */
+  hostIf: string;
+  hostIfindex: number;
+  hostMac: string;
+}
+
+/** The MAC address of `ifname` in `ns`. */
+export function linkMac(ns: Netns, ifname: string): string {
+  return (JSON.parse(ns.exec(['ip', '-j', 'link', 'show', 'dev', ifname])) as { address: string }[])[0]?.address ?? '';
+}
+
+/**
+ * A "node" namespace and `count` endpoint namespaces, each with eth0 joined
+ * to a host-side veth `<ifPrefix><pid>e<i>` in the node namespace that has no
+ * address at all (no IPv6 link-local either), as the agent makes them;
+ * endpoint i (from 1) gets ID `idBase + i` and the addresses `address(i)`
+ * gives. Everything is removed through `cleanup`.
+ */
+export function vethEndpoints(cleanup: Cleanup, opts: {
+  prefix: string; ifPrefix: string; count: number; idBase: number; address: (i: number) => { ipv4: string; ipv6: string };
+}): { node: Netns; eps: VethEndpoint[] } {
+  const node = createNetns(`${opts.prefix}-node`);
+  cleanup.add(() => node.remove(), 'node netns');
+  const eps: VethEndpoint[] = [];
+  for (let i = 1; i <= opts.count; i++) {
+    const ns = createNetns(`${opts.prefix}-ep${i}`);
+    cleanup.add(() => ns.remove(), `endpoint netns ${i}`);
+    const hostIf = `${opts.ifPrefix}${process.pid % 10000}e${i}`.slice(0, 15);
+    createVethPair({ a: { netns: ns, name: 'eth0' }, b: { netns: node, name: hostIf } });
+    node.exec(['ip', 'link', 'set', 'dev', hostIf, 'addrgenmode', 'none']);
+    node.exec(['ip', 'addr', 'flush', 'dev', hostIf]);
+    eps.push({ id: opts.idBase + i, ns, ...opts.address(i), mac: linkMac(ns, 'eth0'), hostIf, hostIfindex: ifindexIn(node, hostIf), hostMac: linkMac(node, hostIf) });
+  }
+  return { node, eps };
+}
