@@ -292,7 +292,7 @@ export function isAborted(): boolean {
 /** The error of an interrupted run. */
 export class AbortedError extends Error {
   constructor() {
-    super('policy bench interrupted');
+    super('bench interrupted');
   }
 }
 
@@ -319,6 +319,7 @@ async function removeAgent(agent: TestAgent): Promise<void> {
   await agent.stop();
   const r = spawnSync('setsid', ['-w', process.execPath, CLI, 'agent', '--cleanup', ...agent.flags], { encoding: 'utf8', timeout: 120_000 });
   if (r.status !== 0) throw new Error(`waggle agent --cleanup failed (${r.status ?? r.signal}): ${r.stderr}`);
+  agent.cgroup?.remove();
   rmSync(agent.dir, { recursive: true, force: true });
 }
 
@@ -530,6 +531,46 @@ export function scope(global: BenchCleanup, name: string): { part: BenchCleanup;
 
 export function checkAborted(): void {
   if (isAborted()) throw new AbortedError();
+}
+
+/**
+ * Runs a bench's `body` so that what it made goes whatever happens: `cleanup`
+ * runs (after the children are killed) when the body ends, and SIGINT,
+ * SIGTERM or a closed output pipe (`| head`: EPIPE) stop the children at
+ * once, remove everything and exit with 130 / 143 / 141, at most 2 minutes
+ * after the signal. `name` names the bench in the message.
+ */
+export async function runInterruptible<T>(name: string, cleanup: BenchCleanup, body: () => Promise<T>): Promise<T> {
+  let cleaning: Promise<unknown> | undefined;
+  const cleanAll = (): Promise<unknown> => (cleaning ??= killChildren().then(() => cleanup.run()));
+  let bodyDone: () => void = () => undefined;
+  const finished = new Promise<void>((resolve) => { bodyDone = resolve; });
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (isAborted()) return;
+    markAborted();
+    if (sig !== 'SIGPIPE') process.stderr.write(`${name} bench: ${sig}, cleaning up\n`);
+    // Kill the children at once (a Linux rule load can run for minutes), then remove everything.
+    void killChildren();
+    const capped = new Promise((resolve) => setTimeout(resolve, 120_000).unref());
+    void Promise.race([Promise.all([cleanAll(), finished]), capped]).finally(() => process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGPIPE' ? 141 : 143));
+  };
+  const onBrokenPipe = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') onSignal('SIGPIPE'); };
+  process.stdout.on('error', onBrokenPipe);
+  process.stderr.on('error', onBrokenPipe);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await body();
+  } finally {
+    await cleanAll();
+    // A signal that came during a synchronous step (e.g. spawnSync) is delivered now, to the handler, not to the default action.
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.stdout.off('error', onBrokenPipe);
+    process.stderr.off('error', onBrokenPipe);
+    bodyDone();
+  }
 }
 
 export const r1 = (x: number): number => Number(x.toFixed(1));

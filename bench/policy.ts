@@ -37,7 +37,7 @@
  * made here (10.199.0.0/16). Needs root.
  */
 import { availableParallelism } from 'node:os';
-import { BenchCleanup, buildTool, checkAborted, isAborted, killChildren, markAborted, r1, r3, scope, verdict, type Tool } from './policy-tool.js';
+import { BenchCleanup, buildTool, checkAborted, killChildren, r1, r3, runInterruptible, scope, verdict, type Tool } from './policy-tool.js';
 import { runTestrun, type TestrunConfig, type TestrunResult } from './policy-testrun.js';
 import { runWire, type WireConfig, type WireResult } from './policy-wire.js';
 import { runEngine, runEnforce, type EngineConfig, type EngineResult, type EnforceConfig, type EnforceResult } from './policy-control.js';
@@ -329,26 +329,8 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
   const sections: Record<'testrun' | 'wire' | 'engine' | 'enforce', string[]> = { testrun: [], wire: [], engine: [], enforce: [] };
   const figures: Record<string, number> = { cpus: availableParallelism() };
   const cleanup = new BenchCleanup();
-  let cleaning: Promise<unknown> | undefined;
-  const cleanAll = (): Promise<unknown> => (cleaning ??= killChildren().then(() => cleanup.run()));
-  let mainDone: () => void = () => undefined;
-  const main = new Promise<void>((resolve) => { mainDone = resolve; });
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (isAborted()) return;
-    markAborted();
-    if (sig !== 'SIGPIPE') process.stderr.write(`policy bench: ${sig}, cleaning up\n`);
-    // Exit once everything is removed and the interrupted work has unwound (at most 2 minutes).
-    const capped = new Promise((resolve) => setTimeout(resolve, 120_000).unref());
-    void Promise.race([Promise.all([cleanAll(), main]), capped]).finally(() => process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGPIPE' ? 141 : 143));
-  };
-  // Output piped into something that stopped reading (`| head`): clean up as for a signal.
-  const onBrokenPipe = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') onSignal('SIGPIPE'); };
-  process.stdout.on('error', onBrokenPipe);
-  process.stderr.on('error', onBrokenPipe);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   let tool: Tool | undefined;
-  try {
+  return runInterruptible('policy', cleanup, async () => {
     if (cfg.parts.has('testrun')) {
       progress('policy: part 1, BPF_PROG_TEST_RUN');
       const { part, done } = scope(cleanup, 'testrun');
@@ -390,14 +372,5 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
     const out = [sections.testrun, sections.wire, sections.engine, sections.enforce].filter((x) => x.length > 0).map((x) => x.join('\n'));
     if (!opts.json) process.stdout.write(`${out.join('\n\n')}\n`);
     return figures;
-  } finally {
-    await cleanAll();
-    // A signal that came during a synchronous step (e.g. spawnSync) is delivered now, to the handler, not to the default action.
-    await new Promise((resolve) => setImmediate(resolve));
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.stdout.off('error', onBrokenPipe);
-    process.stderr.off('error', onBrokenPipe);
-    mainDone();
-  }
+  });
 }

@@ -51,7 +51,7 @@
 import { availableParallelism } from 'node:os';
 import type { Netns } from '../test/helpers/netns.js';
 import { printReport } from './lib.js';
-import { BenchCleanup, checkAborted, isAborted, killChildren, markAborted, r1, r3, scope, verdict } from './policy-tool.js';
+import { BenchCleanup, checkAborted, killChildren, r1, r3, runInterruptible, scope, verdict } from './policy-tool.js';
 import { runControl, type ControlConfig, type ControlResult } from './services-control.js';
 import { LINUX_MECHS, type LinuxMech } from './services-linux.js';
 import { runMaglev, type MaglevConfig, type MaglevResult } from './services-maglev.js';
@@ -397,25 +397,7 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
   const sections: Record<Part, Section> = { testrun: [], wire: [], control: [], maglev: [] };
   const figures: Record<string, number> = { cpus: availableParallelism(), backendsPerService: cfg.wire.per };
   const cleanup = new BenchCleanup();
-  let cleaning: Promise<unknown> | undefined;
-  const cleanAll = (): Promise<unknown> => (cleaning ??= killChildren().then(() => cleanup.run()));
-  let mainDone: () => void = () => undefined;
-  const main = new Promise<void>((resolve) => { mainDone = resolve; });
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (isAborted()) return;
-    markAborted();
-    if (sig !== 'SIGPIPE') process.stderr.write(`services bench: ${sig}, cleaning up\n`);
-    // Kill the children at once (a Linux load can run for minutes), then remove everything (at most 2 minutes).
-    void killChildren();
-    const capped = new Promise((resolve) => setTimeout(resolve, 120_000).unref());
-    void Promise.race([Promise.all([cleanAll(), main]), capped]).finally(() => process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGPIPE' ? 141 : 143));
-  };
-  const onBrokenPipe = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') onSignal('SIGPIPE'); };
-  process.stdout.on('error', onBrokenPipe);
-  process.stderr.on('error', onBrokenPipe);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
+  return runInterruptible('services', cleanup, async () => {
     if (cfg.parts.has('testrun')) {
       progress('services: part 1, BPF_PROG_TEST_RUN');
       const { part, done } = scope(cleanup, 'testrun');
@@ -465,13 +447,5 @@ export async function run(opts: { json: boolean }): Promise<Record<string, numbe
       });
     }
     return figures;
-  } finally {
-    await cleanAll();
-    await new Promise((resolve) => setImmediate(resolve));
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.stdout.off('error', onBrokenPipe);
-    process.stderr.off('error', onBrokenPipe);
-    mainDone();
-  }
+  });
 }
