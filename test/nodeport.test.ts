@@ -159,8 +159,10 @@ const bracket = (a: string): string => (a.includes(':') ? `[${a}]` : a);
 test('NodePort from outside the node: TCP and UDP, IPv4 and IPv6, spread over both backends; the backends see the client, the client sees the node port', async (t) => {
   const e = await env(t);
   if (!e) return;
-  const status = JSON.parse(e.agent.ok(['status', '-o', 'json'])) as { services: { devices: string[] } };
+  const status = JSON.parse(e.agent.ok(['status', '-o', 'json'])) as { services: { devices: string[]; nodeAddresses: string[] } };
   assert.deepEqual(status.services.devices, [HOST_DEV]);
+  for (const addr of [NODE4, NODE6]) assert.ok(status.services.nodeAddresses.includes(addr), `status lists node address ${addr}: ${status.services.nodeAddresses.join(', ')}`);
+  assert.match(e.agent.ok(['status']), new RegExp(`NodePort: +on .*${NODE4.replace(/\./g, '\\.')}.*; from outside through ${HOST_DEV}`));
   const svc = JSON.parse(e.agent.ok(['service', 'get', 'web', '-n', 'shop', '-o', 'json'])) as { frontends: { kind: string; address: string; port: number }[] };
   for (const addr of [NODE4, NODE6]) {
     assert.ok(svc.frontends.some((f) => f.kind === 'NodePort' && f.address === addr && f.port === NODE_PORT), `a NodePort frontend on ${addr}: ${JSON.stringify(svc.frontends)}`);

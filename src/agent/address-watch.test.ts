@@ -19,6 +19,7 @@ test('watchAddresses: reports a changed set once, ignores order and duplicates, 
     assert.equal(w.check(), false, 'order and duplicates do not count');
     current = ['10.0.0.1', 'fd00::1', '192.0.2.7'];
     assert.equal(w.check(), true, 'an added address');
+    assert.deepEqual(w.addresses(), ['10.0.0.1', '192.0.2.7', 'fd00::1'], 'the set seen, sorted');
     assert.equal(w.check(), false, 'reported once');
     fail = true;
     assert.equal(w.check(), false);

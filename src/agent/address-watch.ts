@@ -20,12 +20,14 @@ export interface AddressWatchOptions {
 }
 
 export interface AddressWatch {
+  /** The last set seen (sorted, no duplicates). */
+  addresses(): string[];
   /** Compares now (as a tick does); returns whether the set changed. */
   check(): boolean;
   stop(): void;
 }
 
-const canonical = (addrs: readonly string[]): string => [...new Set(addrs)].sort().join(' ');
+const canonical = (addrs: readonly string[]): string[] => [...new Set(addrs)].sort();
 
 /** Starts watching; the set at start is the baseline (no onChange for it). */
 export function watchAddresses(opts: AddressWatchOptions): AddressWatch {
@@ -33,9 +35,9 @@ export function watchAddresses(opts: AddressWatchOptions): AddressWatch {
   const check = (): boolean => {
     try {
       const now = opts.read();
-      const key = canonical(now);
-      if (key === seen) return false;
-      seen = key;
+      const next = canonical(now);
+      if (next.join(' ') === seen.join(' ')) return false;
+      seen = next;
       opts.onChange(now);
       return true;
     } catch (err) {
@@ -45,5 +47,5 @@ export function watchAddresses(opts: AddressWatchOptions): AddressWatch {
   };
   const timer = setInterval(check, opts.intervalMs);
   timer.unref();
-  return { check, stop: () => clearInterval(timer) };
+  return { addresses: () => [...seen], check, stop: () => clearInterval(timer) };
 }

@@ -174,7 +174,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger = pino({ level: c
     ipam: endpoints.ipamUsage().map((u) => ({ ...u, capacity: u.capacity.toString() })),
     flows: (({ flows: _f, policyVerdicts: _p, ...figures }) => figures)(flows.stats()),
     policy: { policies: policy.repo.list().length, identities: policy.identities.list().length, lastSync: policy.lastSyncResult },
-    services: { services: services.list().length, frontends: services.state.frontends.length, backends: services.state.backends.length, socketLb: socketLb.cgroupPath, devices: hostDevices.map((d) => d.device) },
+    services: { services: services.list().length, frontends: services.state.frontends.length, backends: services.state.backends.length, socketLb: socketLb.cgroupPath, devices: hostDevices.map((d) => d.device), nodeAddresses: addressWatch.addresses() },
     bpffsRoot: cfg.bpffsRoot,
   });
   /** Timers off and map/ring handles closed (the pinned datapath itself keeps running). */

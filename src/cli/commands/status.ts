@@ -12,7 +12,7 @@ interface Status {
   ipam: { family: number; cidr: string; used: number; capacity: string }[];
   flows: { flowsSeen: number; stored: number; capacity: number; lostRingBuffer: number; lostBackpressure: number };
   policy: { policies: number; identities: number; lastSync?: { revision: number; ms: number } };
-  services?: { services: number; frontends: number; backends: number; socketLb: string; devices: string[] };
+  services?: { services: number; frontends: number; backends: number; socketLb: string; devices: string[]; nodeAddresses?: string[] };
   bpffsRoot: string;
 }
 
@@ -38,7 +38,7 @@ export function registerStatus(program: Command): void {
         `Policy:     ${s.policy.policies} policies, ${s.policy.identities} identities${s.policy.lastSync ? `, revision ${s.policy.lastSync.revision} (last computed in ${s.policy.lastSync.ms} ms)` : ''}`,
         ...(s.services ? [
           `Services:   ${s.services.services} services, ${s.services.frontends} frontends, ${s.services.backends} backends; socket LB on ${s.services.socketLb}`,
-          `NodePort:   ${s.services.devices.length > 0 ? `from outside through ${s.services.devices.join(', ')}` : 'on this node only (no --devices)'}`,
+          `NodePort:   on ${s.services.nodeAddresses?.length ? s.services.nodeAddresses.join(', ') : 'no node address'}; ${s.services.devices.length > 0 ? `from outside through ${s.services.devices.join(', ')}` : 'from this node only (no --devices)'}`,
         ] : []),
         `bpffs:      ${s.bpffsRoot}`,
       ].join('\n') + '\n');
