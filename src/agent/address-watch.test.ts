@@ -32,3 +32,25 @@ test('watchAddresses: reports a changed set once, ignores order and duplicates, 
     w.stop();
   }
 });
+
+test('watchAddresses: a change whose update failed is offered again', () => {
+  let current = ['10.0.0.1'];
+  let refuse = true;
+  const applied: string[][] = [];
+  const w = watchAddresses({
+    read: () => current,
+    onChange: (a) => { if (refuse) throw new Error('map write failed'); applied.push([...a]); },
+    onError: () => undefined,
+    intervalMs: 60_000,
+  });
+  try {
+    current = ['10.0.0.1', '10.0.0.2'];
+    assert.equal(w.check(), false, 'the update failed');
+    assert.deepEqual(w.addresses(), ['10.0.0.1'], 'not taken as seen');
+    refuse = false;
+    assert.equal(w.check(), true, 'offered again');
+    assert.deepEqual(applied, [['10.0.0.1', '10.0.0.2']]);
+  } finally {
+    w.stop();
+  }
+});

@@ -12,7 +12,7 @@
 export interface AddressWatchOptions {
   /** The current address set (any order; duplicates allowed). */
   read(): readonly string[];
-  /** Called with the new set when it differs from the last one seen. */
+  /** Called with the new set when it differs from the last one seen (again next time if it throws). */
   onChange(addresses: readonly string[]): void;
   /** Called when read() or onChange() throws; the watch goes on. */
   onError(err: Error): void;
@@ -37,8 +37,9 @@ export function watchAddresses(opts: AddressWatchOptions): AddressWatch {
       const now = opts.read();
       const next = canonical(now);
       if (next.join(' ') === seen.join(' ')) return false;
-      seen = next;
+      // Taken as seen only once onChange went through: a failed update is tried again next time.
       opts.onChange(now);
+      seen = next;
       return true;
     } catch (err) {
       opts.onError(err as Error);
