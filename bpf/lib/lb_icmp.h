@@ -37,39 +37,56 @@
 #include "flow.h"
 #include "lb_xlate.h"
 
-/* Replaces the 4 (IPv4) or 16 bytes at `off` by `to`, `from` being what is
- * there, updating the ICMP checksum at `csum_off` (`csum_flags`: 0, or
- * BPF_F_PSEUDO_HDR for an ICMPv6 pseudo-header address); with `ip_csum_off`
- * (non-zero) also the IPv4 header checksum there, which the ICMP checksum
- * covers when `ip_csum_in_icmp` (a quoted header). Returns 0 or a drop reason. */
-static __always_inline int lb_icmp_store_addr(struct __sk_buff *skb, int v4, __u32 off, const __u8 *from,
-					      const __u8 *to, __u32 csum_off, __u64 csum_flags, __u32 ip_csum_off,
-					      int ip_csum_in_icmp)
+/* Replaces the 16 bytes at `off` (an IPv6 address), `from` being what is
+ * there, by `to`, with the ICMPv6 checksum at `csum_off` (`csum_flags`
+ * BPF_F_PSEUDO_HDR when the address is in its pseudo-header). */
+static __always_inline int lb_icmp_store16(struct __sk_buff *skb, __u32 off, const __u8 *from, const __u8 *to,
+					   __u32 csum_off, __u64 csum_flags)
 {
-	if (v4) {
-		__u32 old = *(const __u32 *)from, new = *(const __u32 *)to;
-
-		if (!(csum_flags & BPF_F_PSEUDO_HDR) && ip_csum_in_icmp) {
-			__u16 check, fixed;
-
-			if (bpf_skb_load_bytes(skb, ip_csum_off, &check, 2) < 0)
-				return DROP_INVALID_PACKET_DROPPED;
-			fixed = ~lb_csum_fold((__u64)(__u16)~check + (__u32)~old + new);
-			if (bpf_l4_csum_replace(skb, csum_off, old, new, 4) < 0 ||
-			    bpf_l4_csum_replace(skb, csum_off, check, fixed, 2) < 0 ||
-			    bpf_skb_store_bytes(skb, ip_csum_off, &fixed, 2, 0) < 0)
-				return DROP_ERROR_WRITING_TO_PACKET;
-		} else if (ip_csum_off && bpf_l3_csum_replace(skb, ip_csum_off, old, new, 4) < 0) {
-			return DROP_ERROR_WRITING_TO_PACKET;
-		}
-		if (bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
-			return DROP_ERROR_WRITING_TO_PACKET;
-		return 0;
-	}
 	if (bpf_l4_csum_replace(skb, csum_off, 0, lb_csum_diff16((const __u32 *)from, (const __u32 *)to), csum_flags) < 0 ||
 	    bpf_skb_store_bytes(skb, off, to, 16, 0) < 0)
 		return DROP_ERROR_WRITING_TO_PACKET;
 	return 0;
+}
+
+/* The error's own address at `off`: IPv4 with its header checksum (ICMP has
+ * no pseudo-header), IPv6 with the ICMPv6 checksum's pseudo-header. Returns 0
+ * or a drop reason. */
+static __always_inline int lb_icmp_outer_addr(struct __sk_buff *skb, int v4, __u32 off, const __u8 *from,
+					      const __u8 *to, __u32 csum_off)
+{
+	if (v4) {
+		__u32 old = *(const __u32 *)from, new = *(const __u32 *)to;
+
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
+			return DROP_ERROR_WRITING_TO_PACKET;
+		return 0;
+	}
+	return lb_icmp_store16(skb, off, from, to, csum_off, BPF_F_PSEUDO_HDR);
+}
+
+/* An address at `off` in the quoted header, which the ICMP checksum covers;
+ * a quoted IPv4 header's own checksum at `quoted_csum_off` changes with it
+ * (and the ICMP checksum with that). Returns 0 or a drop reason. */
+static __always_inline int lb_icmp_quoted_addr(struct __sk_buff *skb, int v4, __u32 off, const __u8 *from,
+					       const __u8 *to, __u32 csum_off, __u32 quoted_csum_off)
+{
+	if (v4) {
+		__u32 old = *(const __u32 *)from, new = *(const __u32 *)to;
+		__u16 check, fixed;
+
+		if (bpf_skb_load_bytes(skb, quoted_csum_off, &check, 2) < 0)
+			return DROP_INVALID_PACKET_DROPPED;
+		fixed = ~lb_csum_fold((__u64)(__u16)~check + (__u32)~old + new);
+		if (bpf_l4_csum_replace(skb, csum_off, old, new, 4) < 0 ||
+		    bpf_l4_csum_replace(skb, csum_off, check, fixed, 2) < 0 ||
+		    bpf_skb_store_bytes(skb, quoted_csum_off, &fixed, 2, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, off, &new, 4, 0) < 0)
+			return DROP_ERROR_WRITING_TO_PACKET;
+		return 0;
+	}
+	return lb_icmp_store16(skb, off, from, to, csum_off, 0);
 }
 
 /* Translates the ICMP error in `pi` (icmp_is_error) about a translated
@@ -136,15 +153,13 @@ static __noinline int lb_icmp_xlate(struct __sk_buff *skb, struct pkt_info *pi, 
 
 	/* The error's own address first (it compares with the quote's, unchanged yet). */
 	if (lb_addr_eq(reply ? pi->saddr : pi->daddr, old_addr)) {
-		ret = lb_icmp_store_addr(skb, v4, outer_off, old_addr, s->rev.addr, csum_off, v4 ? 0 : BPF_F_PSEUDO_HDR,
-					 v4 ? ETH_HLEN + offsetof(struct iphdr, check) : 0, 0);
+		ret = lb_icmp_outer_addr(skb, v4, outer_off, old_addr, s->rev.addr, csum_off);
 		if (ret)
 			return ret;
 		if (!reply)
 			lb_copy16(pi->daddr, s->rev.addr);
 	}
-	ret = lb_icmp_store_addr(skb, v4, addr_off, old_addr, s->rev.addr, csum_off, 0,
-				 v4 ? quote + offsetof(struct iphdr, check) : 0, 1);
+	ret = lb_icmp_quoted_addr(skb, v4, addr_off, old_addr, s->rev.addr, csum_off, quote + offsetof(struct iphdr, check));
 	if (ret)
 		return ret;
 	if (old_port != s->rev.port) {
